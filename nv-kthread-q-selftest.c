@@ -313,6 +313,79 @@ static void nvq_test_flush_twice_in_a_row(void)
 	nv_kthread_q_stop(&q);
 }
 
+static bool nvq_test_queue_has_items(nv_kthread_q_t *q)
+{
+	unsigned long flags;
+	bool has_items;
+
+	raw_spin_lock_irqsave(&q->q_lock, flags);
+	has_items = !list_empty(&q->q_list_head);
+	raw_spin_unlock_irqrestore(&q->q_lock, flags);
+	return has_items;
+}
+
+/*
+ * A first item that is still running when flush queues its first
+ * sentinel, and then queues a slow second item behind that sentinel.
+ */
+struct nvq_test_chain {
+	nv_kthread_q_t *q;
+	nv_kthread_q_item_t first;
+	struct nvq_test_item second;
+	struct completion first_started;
+	bool first_saw_sentinel;
+};
+
+static void nvq_test_chain_second_run(void *args)
+{
+	struct nvq_test_item *second = args;
+
+	/* Slow enough that a flush which did not wait for it returns first. */
+	msleep(50);
+	atomic_inc(&second->runs);
+}
+
+static void nvq_test_chain_first_run(void *args)
+{
+	struct nvq_test_chain *chain = args;
+	int waited_ms;
+
+	complete(&chain->first_started);
+	for (waited_ms = 0; waited_ms < 5000; waited_ms++) {
+		if (nvq_test_queue_has_items(chain->q))
+			break;
+		msleep(1);
+	}
+	chain->first_saw_sentinel = nvq_test_queue_has_items(chain->q);
+	nv_kthread_q_schedule_q_item(chain->q, &chain->second.q_item);
+}
+
+static void nvq_test_flush_waits_for_items_queued_by_items(void)
+{
+	struct nvq_test_chain chain = { };
+	nv_kthread_q_t q;
+
+	if (nv_kthread_q_init(&q, "nvq-test-chain")) {
+		NVQ_FAIL("init failed");
+		return;
+	}
+
+	chain.q = &q;
+	init_completion(&chain.first_started);
+	nv_kthread_q_item_init(&chain.first, nvq_test_chain_first_run, &chain);
+	nv_kthread_q_item_init(&chain.second.q_item, nvq_test_chain_second_run,
+			       &chain.second);
+	atomic_set(&chain.second.runs, 0);
+
+	nv_kthread_q_schedule_q_item(&q, &chain.first);
+	wait_for_completion(&chain.first_started);
+	nv_kthread_q_flush(&q);
+
+	NVQ_CHECK(chain.first_saw_sentinel);
+	NVQ_CHECK_EQ(atomic_read(&chain.second.runs), 1);
+	nv_kthread_q_stop(&q);
+}
+
 /* An item that schedules itself again from its own callback. */
 struct nvq_test_rescheduler {
 	nv_kthread_q_t *q;
@@ -963,6 +1036,7 @@ static const struct nvq_test_case nvq_test_cases[] = {
 	NVQ_TEST_CASE(items_run_with_own_args),
 	NVQ_TEST_CASE(items_run_in_fifo_order),
 	NVQ_TEST_CASE(flush_twice_in_a_row),
+	NVQ_TEST_CASE(flush_waits_for_items_queued_by_items),
 	NVQ_TEST_CASE(rescheduling_item_drained_by_flush),
 	NVQ_TEST_CASE(rescheduling_item_drained_by_stop),
 	NVQ_TEST_CASE(many_producers_exact_count),

@@ -9,8 +9,8 @@
  * q_lock is a raw spinlock taken with interrupts disabled. It protects
  * q_list_head, the q_list_node of every item linked on it, and writes of
  * main_loop_should_exit. It is raw so that scheduling stays legal from
- * hard-IRQ context on PREEMPT_RT, where a spinlock_t sleeps; it is only
- * ever held for a list operation and one up().
+ * hard-IRQ context on PREEMPT_RT, where a spinlock_t sleeps. It is only
+ * held for one list operation and at most one up().
  *
  * q_sem counts pending items: every list_add_tail() onto q_list_head is
  * followed by one up() before q_lock is released, and stop adds one final

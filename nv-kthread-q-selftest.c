@@ -354,7 +354,7 @@ static void nvq_test_chain_first_run(void *args)
 	for (waited_ms = 0; waited_ms < 5000; waited_ms++) {
 		if (nvq_test_queue_has_items(chain->q))
 			break;
-		msleep(1);
+		usleep_range(1000, 2000);
 	}
 	chain->first_saw_sentinel = nvq_test_queue_has_items(chain->q);
 	nv_kthread_q_schedule_q_item(chain->q, &chain->second.q_item);
@@ -432,7 +432,7 @@ static void nvq_test_rescheduler_start(struct nvq_test_rescheduler *r,
 	for (waited_ms = 0; waited_ms < 5000; waited_ms++) {
 		if (atomic_read(&r->runs) >= 100)
 			return;
-		msleep(1);
+		usleep_range(1000, 2000);
 	}
 	NVQ_FAIL("the rescheduling item did not run 100 times in 5 s");
 }

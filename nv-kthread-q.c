@@ -38,8 +38,8 @@
 /*
  * The self-test misuses the API on purpose. While it does, misuse reported
  * against the one queue it names is counted here instead of warned about,
- * so that loading the module leaves no WARNING splat and no taint, and the
- * test can check that each misuse was detected. Misuse of any other queue
+ * so that loading the module leaves no WARNING splat and no warning taint,
+ * and the test can check that each misuse was detected. Misuse of any other queue
  * always warns.
  */
 static struct {
@@ -133,9 +133,9 @@ static enum nvq_enqueue_result nvq_enqueue(nv_kthread_q_t *q,
 		list_add_tail(&q_item->q_list_node, &q->q_list_head);
 		/*
 		 * up() under q_lock keeps the count equal to the list length
-		 * plus any exit wake-up, and means that once stop has set the
-		 * exit flag under q_lock, no scheduler is still about to touch
-		 * the semaphore of a queue its owner may free.
+		 * plus any exit wake-up. It also means that once stop has set
+		 * the exit flag under q_lock, no scheduler is still about to
+		 * touch the semaphore of a queue that its owner may free.
 		 */
 		up(&q->q_sem);
 		result = NVQ_QUEUED;
@@ -253,8 +253,8 @@ EXPORT_SYMBOL(nv_kthread_q_flush);
 /*
  * Unlinks the oldest pending item and copies out its function and
  * argument, so that the item is never read again once its function may
- * have rescheduled or freed it. Returns false when the list is empty; then
- * *should_exit tells whether stop has begun. Checking both under q_lock
+ * have rescheduled or freed it. Returns false when the list is empty. In
+ * both cases *should_exit is set if stop has begun. Checking both under q_lock
  * means the thread never leaves while an accepted item is still linked.
  */
 static bool nvq_dequeue(nv_kthread_q_t *q, nv_q_func_t *function,
@@ -299,9 +299,9 @@ static int nvq_thread_main(void *data)
 		/*
 		 * An interruptible sleep keeps an idle queue out of the load
 		 * average and away from the hung-task detector. Kernel threads
-		 * ignore signals; the one thing that interrupts the sleep is
-		 * kthread_stop(), and stop calls it only after the exit flag
-		 * is set, so the list is drained below either way.
+		 * ignore signals, so only kthread_stop() interrupts the sleep.
+		 * Stop calls it after setting the exit flag, and the list is
+		 * drained below either way.
 		 */
 		if (down_interruptible(&q->q_sem))
 			WARN_ON_ONCE(!atomic_read(&q->main_loop_should_exit));
@@ -326,7 +326,7 @@ static int nvq_thread_main(void *data)
 }
 
 /*
- * Returns the node that holds every page of the stack of @task, or
+ * Returns the node that contains every page of the stack of @task, or
  * NUMA_NO_NODE if the pages are spread over several nodes.
  */
 static int nvq_task_stack_node(struct task_struct *task)
@@ -367,9 +367,9 @@ static int nvq_checked_node(const nv_kthread_q_t *q, int node)
 /*
  * Creates the queue's thread without waking it. With a preferred node,
  * creates up to NVQ_NODE_PLACEMENT_TRIES threads until one has its stack
- * on that node, and keeps the last one created. Rejected threads are kept
+ * on that node, and keeps the last one created. Rejected threads stay
  * alive until the search ends, so that the kernel's stack cache cannot
- * hand the same remote stack back; they are then stopped without ever
+ * hand the same remote stack back. Then they are stopped without ever
  * running nvq_thread_main().
  */
 static struct task_struct *nvq_create_thread(nv_kthread_q_t *q,
@@ -484,8 +484,8 @@ void nv_kthread_q_stop(nv_kthread_q_t *q)
 	nv_kthread_q_flush(q);
 
 	/*
-	 * From here on schedule refuses items. Those it accepted before are
-	 * still linked, each with its up(); the thread runs them all and
+	 * From here on schedule rejects items. Those it accepted before are
+	 * still linked, each with its up(). The thread runs them all and
 	 * leaves once it finds the list empty with the flag set. The extra
 	 * up() wakes it for that final check.
 	 */

@@ -3,10 +3,10 @@
  * nv_kthread_q: a small deferred-work queue served by one dedicated kernel
  * thread per queue.
  *
- * It fills the same role as a named workqueue, with far less machinery:
- * a caller queues an item (a function and its argument) from any context,
- * hard IRQ included, and the queue's own thread runs the items one at a
- * time, in the order they were queued. Items queued on different queues
+ * It fills the same role as a named workqueue, with far less machinery. A
+ * caller queues an item (a function and its argument) from any context,
+ * hard IRQ included. The queue's own thread runs the items one at a time,
+ * in the order they were queued. Items queued on different queues
  * run in different threads.
  *
  * Callers allocate queues and items themselves, so that a top-half
@@ -128,8 +128,8 @@ void nv_kthread_q_item_init(nv_kthread_q_item_t *q_item,
  * An item is pending from this call until the queue's thread unlinks it,
  * just before calling its function. Scheduling a pending item does
  * nothing, so an item runs once however often it is scheduled while
- * pending. Because the item is unlinked before the call, its function may
- * schedule the item again or free it; the queue does not touch the item
+ * pending. The item is unlinked before the call, so its function may
+ * schedule the item again or free it. The queue does not touch the item
  * after the call. An item may be pending on only one queue at a time.
  *
  * Scheduling on a queue that is not running warns once and returns 0.

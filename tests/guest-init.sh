@@ -1,0 +1,94 @@
+#!/bin/sh
+# shellcheck shell=sh
+#
+# /init of the test initramfs (busybox sh). Runs the load and unload steps
+# named by `nvq.steps=` on the kernel command line, dumps the whole kernel
+# log and powers off. The host parses the console log for these lines:
+#
+#   NVQ-STEP-BEGIN <step>                  a step starts
+#   NVQ-STEP <step> rc=<n> loaded=<yes|no> a step ended with exit status n,
+#                                          and /sys/module/nv_kthread_q
+#                                          exists (yes) or not (no)
+#   NVQ-TAINT <when>=<n>                   /proc/sys/kernel/tainted
+#   NVQ-NODES online=<list>                online NUMA nodes, e.g. 0-1
+#   NVQ-STEPS-END                          all steps ran, the dump follows
+#   NVQ-DMESG-BEGIN ... NVQ-DMESG-END      the whole dmesg
+#   NVQ-DONE                               the dump is complete
+#
+# Markers go to /dev/kmsg rather than to stdout, so the kernel prints them
+# whole and in order with its own messages. Output written to the console
+# from user space, such as the dmesg dump, can be overtaken by kernel lines
+# in the console log, so the host parses only the kernel's lines up to
+# NVQ-STEPS-END.
+
+MODULE_FILE=/nv-kthread-q.ko
+MODULE_NAME=nv_kthread_q
+DEFAULT_STEPS=load1,unload1,load2,unload2,load_no_self_test,unload_no_self_test
+
+/bin/busybox mkdir -p /proc /sys /dev /usr/bin /usr/sbin
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+
+mark() {
+	echo "NVQ-$*" >/dev/kmsg
+}
+
+module_state() {
+	if [ -d "/sys/module/$MODULE_NAME" ]; then
+		echo yes
+	else
+		echo no
+	fi
+}
+
+run_step() {
+	step=$1
+	rc=0
+
+	mark "STEP-BEGIN $step"
+	case $step in
+	load1 | load2)
+		insmod "$MODULE_FILE" || rc=$?
+		;;
+	load_no_self_test)
+		insmod "$MODULE_FILE" run_self_test=0 || rc=$?
+		;;
+	unload1 | unload2 | unload_no_self_test)
+		rmmod "$MODULE_NAME" || rc=$?
+		;;
+	*)
+		echo "guest-init: unknown step '$step'" >&2
+		rc=127
+		;;
+	esac
+	mark "STEP $step rc=$rc loaded=$(module_state)"
+}
+
+steps=$DEFAULT_STEPS
+read -r cmdline </proc/cmdline
+for arg in $cmdline; do
+	case $arg in
+	nvq.steps=*) steps=${arg#nvq.steps=} ;;
+	esac
+done
+
+mark "NODES online=$(cat /sys/devices/system/node/online)"
+mark "TAINT before=$(cat /proc/sys/kernel/tainted)"
+for step in $(echo "$steps" | tr ',' ' '); do
+	run_step "$step"
+done
+mark "TAINT after=$(cat /proc/sys/kernel/tainted)"
+mark STEPS-END
+
+echo NVQ-DMESG-BEGIN
+dmesg
+echo NVQ-DMESG-END
+# poweroff -f does not wait for the console tty buffer to drain, so pause
+# first. QEMU's UART applies no baud-rate delay: the dump of about 400 lines
+# took under 0.2 s in the test runs.
+sleep 1
+mark DONE
+
+poweroff -f

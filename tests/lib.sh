@@ -1,0 +1,501 @@
+# shellcheck shell=bash
+#
+# Helpers for the QEMU tests, sourced by demo.sh and run-tests.sh: install
+# the host packages and Debian kernels, build the module per kernel, pack a
+# busybox initramfs, boot it and parse the serial console log that
+# guest-init.sh writes.
+#
+# Settings, all optional, from the environment:
+#   NVQ_CACHE         build and initramfs directory (/var/cache/nv-kthread-q)
+#   NVQ_SRC_DIR       directory with the module sources (the repository root)
+#   NVQ_BOOT_TIMEOUT  seconds one QEMU boot may take before it is killed (180)
+#
+# The NVQ_* variables are read by the scripts that source this file.
+# shellcheck disable=SC2034
+
+# modinfo lives in /usr/sbin, which a non-login root shell may lack in PATH.
+PATH=$PATH:/usr/sbin:/sbin
+
+NVQ_TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+NVQ_REPO_DIR=$(dirname "$NVQ_TESTS_DIR")
+NVQ_SRC_DIR=${NVQ_SRC_DIR:-$NVQ_REPO_DIR}
+NVQ_CACHE=${NVQ_CACHE:-/var/cache/nv-kthread-q}
+NVQ_LOG_DIR=$NVQ_TESTS_DIR/logs
+NVQ_BOOT_TIMEOUT=${NVQ_BOOT_TIMEOUT:-180}
+
+NVQ_MODULE_NAME=nv_kthread_q
+NVQ_MODULE_FILE=nv-kthread-q.ko
+
+# Host tools: QEMU, the static busybox for the guest, cpio and gzip to pack
+# the initramfs, modinfo (kmod) to read the vermagic of a built module, and
+# the compiler that Debian's kernels were built with.
+NVQ_HOST_PACKAGES=(qemu-system-x86 busybox-static cpio gzip kmod make gcc-12 coreutils)
+
+# Kernel log lines that fail a boot. Extended regular expressions, matched
+# case-sensitively against the whole console log.
+NVQ_SPLAT_PATTERNS=(
+	'WARNING:'
+	'BUG:'
+	'kernel BUG at'
+	'Oops'
+	'Call Trace'
+	'general protection fault'
+	'INFO: task .* blocked'
+	'soft lockup'
+	'hard LOCKUP'
+	'rcu_.*stall'
+	'Kernel panic'
+	'UBSAN:'
+	'refcount_t:'
+)
+
+# Taint bits that loading any unsigned out-of-tree module sets:
+# TAINT_OOT_MODULE (O, 4096) and TAINT_UNSIGNED_MODULE (E, 8192).
+NVQ_EXPECTED_TAINT_MASK=$((4096 | 8192))
+
+# Kernel arguments of every boot. panic_on_warn turns any WARN into a failed
+# boot. tsc=reliable keeps 6.1 from falling back to the slower hpet clock
+# under TCG. printk.devkmsg=on lifts the rate limit on /dev/kmsg writes,
+# which would drop guest-init.sh's marker lines. A hung-task timeout of 30 s
+# (120 s by default) reports a stuck insmod or rmmod with its stack well
+# before NVQ_BOOT_TIMEOUT. One self-test run took 4-8 s in run-tests.sh on
+# a 2-core TCG host.
+NVQ_KERNEL_ARGS="console=ttyS0 panic_on_warn=1 panic=-1 loglevel=7 tsc=reliable printk.devkmsg=on"
+NVQ_KERNEL_ARGS+=" sysctl.kernel.hung_task_timeout_secs=30"
+
+nvq_log() {
+	echo "nvq: $*"
+}
+
+nvq_die() {
+	echo "nvq: error: $*" >&2
+	exit 1
+}
+
+nvq_package_installed() {
+	local status
+	status=$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) || return 1
+	[[ $status == "install ok installed" ]]
+}
+
+NVQ_APT_UPDATED=no
+
+# Install the packages that are not installed yet. apt-get update runs at
+# most once per script run, and only when something is missing.
+nvq_install_packages() {
+	local package
+	local -a missing=()
+
+	for package in "$@"; do
+		if ! nvq_package_installed "$package"; then
+			missing+=("$package")
+		fi
+	done
+	if ((${#missing[@]} == 0)); then
+		return 0
+	fi
+
+	if [[ $NVQ_APT_UPDATED == no ]]; then
+		nvq_log "apt-get update"
+		apt-get update -q || nvq_die "apt-get update failed"
+		NVQ_APT_UPDATED=yes
+	fi
+	nvq_log "installing: ${missing[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" ||
+		nvq_die "apt-get install failed for: ${missing[*]}"
+}
+
+# Install the host tools and, for each kernel image metapackage given, the
+# metapackage and its headers metapackage, in one apt-get run.
+nvq_install_host_tools_and_kernels() {
+	local image_metapackage
+	local -a packages=("${NVQ_HOST_PACKAGES[@]}")
+
+	for image_metapackage in "$@"; do
+		packages+=("$image_metapackage" "$(nvq_headers_metapackage "$image_metapackage")")
+	done
+	nvq_install_packages "${packages[@]}"
+}
+
+# Print the headers metapackage that matches a kernel image metapackage,
+# e.g. linux-headers-6.12-amd64 for linux-image-6.12-amd64.
+nvq_headers_metapackage() {
+	echo "linux-headers-${1#linux-image-}"
+}
+
+# Print the kernel release that an installed image metapackage depends on,
+# e.g. 6.12.118+deb12-amd64 for linux-image-6.12-amd64.
+nvq_resolve_release() {
+	local metapackage=$1
+	local depends release
+
+	depends=$(dpkg-query -W -f='${Depends}' "$metapackage") ||
+		nvq_die "package $metapackage is not installed"
+	release=$(tr ',|' '\n' <<<"$depends" |
+		sed -n 's/^ *linux-image-\([^ ]*\).*/\1/p' | head -n 1)
+	[[ -n $release ]] ||
+		nvq_die "no linux-image-* dependency in $metapackage (Depends: $depends)"
+	echo "$release"
+}
+
+# Print the release of an installed kernel image metapackage after checking
+# that its kernel image and build tree are present.
+nvq_kernel_release() {
+	local image_metapackage=$1
+	local release
+
+	release=$(nvq_resolve_release "$image_metapackage")
+	[[ -r /boot/vmlinuz-$release ]] || nvq_die "kernel image /boot/vmlinuz-$release not found"
+	[[ -f /lib/modules/$release/build/Makefile ]] ||
+		nvq_die "kernel build tree /lib/modules/$release/build not found (package linux-headers-$release)"
+	echo "$release"
+}
+
+nvq_build_dir() {
+	echo "$NVQ_CACHE/build/$1"
+}
+
+nvq_module_path() {
+	echo "$(nvq_build_dir "$1")/$NVQ_MODULE_FILE"
+}
+
+# Build the module for one kernel release in a fresh copy of the sources
+# under $NVQ_CACHE/build/<release>, so no object file is shared between
+# kernels. Writes make's output to LOG_FILE. Fails unless the .ko exists
+# and its vermagic names the release.
+nvq_build_module() {
+	local release=$1 log_file=$2
+	local build_dir vermagic source
+	local -a sources=()
+
+	build_dir=$(nvq_build_dir "$release")
+	for source in "$NVQ_SRC_DIR"/{Makefile,Kbuild} "$NVQ_SRC_DIR"/*.c "$NVQ_SRC_DIR"/*.h; do
+		if [[ -f $source ]]; then
+			sources+=("$source")
+		fi
+	done
+
+	rm -rf "$build_dir"
+	if ! mkdir -p "$build_dir" || ! cp "${sources[@]}" "$build_dir/"; then
+		echo "could not copy the sources from $NVQ_SRC_DIR to $build_dir"
+		return 1
+	fi
+
+	if ! make -C "$build_dir" KERNELRELEASE="$release" >"$log_file" 2>&1; then
+		echo "make failed for $release, last lines of $log_file:"
+		tail -n 20 "$log_file"
+		return 1
+	fi
+	if [[ ! -f $build_dir/$NVQ_MODULE_FILE ]]; then
+		echo "make succeeded but $build_dir/$NVQ_MODULE_FILE is missing"
+		return 1
+	fi
+	vermagic=$(modinfo -F vermagic "$build_dir/$NVQ_MODULE_FILE")
+	if [[ $vermagic != "$release "* ]]; then
+		echo "vermagic '$vermagic' of $build_dir/$NVQ_MODULE_FILE does not match $release"
+		return 1
+	fi
+}
+
+# Pack a gzip'ed newc initramfs with the static busybox, guest-init.sh as
+# /init and the given module as /nv-kthread-q.ko.
+nvq_build_initramfs() {
+	local module_path=$1 output=$2
+	local busybox staging
+
+	busybox=$(command -v busybox) || nvq_die "busybox not found (package busybox-static)"
+	staging=$(mktemp -d)
+	mkdir -p "$staging/bin"
+	cp "$busybox" "$staging/bin/busybox"
+	# The kernel runs /init through its #!/bin/sh line.
+	ln -s busybox "$staging/bin/sh"
+	install -m 0755 "$NVQ_TESTS_DIR/guest-init.sh" "$staging/init"
+	cp "$module_path" "$staging/$NVQ_MODULE_FILE"
+
+	mkdir -p "$(dirname "$output")"
+	(cd "$staging" && find . -print0 | cpio --null --create --format=newc --owner=0:0 --quiet) |
+		gzip -1 >"$output"
+	rm -rf "$staging"
+}
+
+# QEMU CPU and memory options of each guest topology, one topology per
+# line. numa1 is one node with two vCPUs as two cores of one socket. numa2
+# is two nodes of 512 MiB with one vCPU each. Each vCPU there needs its own
+# socket: two cores of one socket share a last-level cache, and a cache
+# shared across nodes makes the kernel WARN at boot ("llc-sibling CPU #0 is
+# not on the same node").
+declare -A NVQ_TOPOLOGIES=(
+	[numa1]="-smp 2,sockets=1,cores=2,threads=1 -m 1G"
+	[numa2]="-smp 2,sockets=2,cores=1,threads=1 -m 1G -object memory-backend-ram,size=512M,id=m0 -object memory-backend-ram,size=512M,id=m1 -numa node,nodeid=0,cpus=0,memdev=m0 -numa node,nodeid=1,cpus=1,memdev=m1"
+)
+
+# Print the QEMU options of a guest topology, or fail if it is unknown.
+nvq_topology_args() {
+	local topology=$1
+
+	if [[ -z ${NVQ_TOPOLOGIES[$topology]:-} ]]; then
+		nvq_die "unknown guest topology '$topology' (known: ${!NVQ_TOPOLOGIES[*]})"
+	fi
+	echo "${NVQ_TOPOLOGIES[$topology]}"
+}
+
+# Print the online NUMA node list that the guest should report for a
+# topology: 0 without -numa options, else 0-<count - 1>.
+nvq_topology_nodes() {
+	local node_count
+
+	node_count=$(nvq_topology_args "$1" | awk '{ print gsub(/-numa node,/, "") }')
+	if ((node_count <= 1)); then
+		echo 0
+	else
+		echo "0-$((node_count - 1))"
+	fi
+}
+
+# Boot RELEASE with INITRD under TCG and write the serial console to
+# LOG_FILE. STEPS is the comma-separated step list for guest-init.sh.
+# Returns QEMU's exit status, or timeout's 124 when the boot hung.
+nvq_boot() {
+	local release=$1 initrd=$2 topology=$3 steps=$4 log_file=$5
+	local topology_args
+	local -a qemu_args
+
+	topology_args=$(nvq_topology_args "$topology") || return 2
+	qemu_args=(
+		-accel tcg -cpu max
+		-nographic -no-reboot -nic none
+		-kernel "/boot/vmlinuz-$release"
+		-initrd "$initrd"
+		-append "$NVQ_KERNEL_ARGS nvq.steps=$steps"
+	)
+	# Word splitting is intended: the options contain no spaces or globs.
+	# shellcheck disable=SC2206
+	qemu_args+=($topology_args)
+
+	timeout --kill-after=10 "$NVQ_BOOT_TIMEOUT" \
+		qemu-system-x86_64 "${qemu_args[@]}" </dev/null >"$log_file" 2>&1
+}
+
+# Print the kernel log of a boot from its console log: the lines up to the
+# NVQ-STEPS-END marker, or all lines when the guest crashed or hung before
+# it. Strips the carriage returns of the serial console.
+nvq_kernel_log() {
+	local log_file=$1
+
+	awk '{ sub(/\r$/, ""); print } /NVQ-STEPS-END/ { exit }' "$log_file"
+}
+
+# Print the first MAX_LINES lines of TEXT and how many were left out.
+nvq_print_head() {
+	local text=$1 max_lines=$2
+	local line_count
+
+	line_count=$(wc -l <<<"$text")
+	head -n "$max_lines" <<<"$text"
+	if ((line_count > max_lines)); then
+		echo "... $((line_count - max_lines)) more lines in the console log"
+	fi
+}
+
+# Print the kernel log lines of one step, from its NVQ-STEP-BEGIN marker to
+# its NVQ-STEP end marker. Prints nothing when the step never started.
+nvq_step_lines() {
+	local kernel_log=$1 step=$2
+
+	awk -v step="$step" '
+		$0 ~ ("NVQ-STEP-BEGIN " step "$") { inside = 1 }
+		inside { print }
+		inside && $0 ~ ("NVQ-STEP " step " rc=") { exit }
+	' <<<"$kernel_log"
+}
+
+# Print "rc=<n> loaded=<yes|no>" from a step's end marker, or nothing.
+nvq_step_result() {
+	local kernel_log=$1 step=$2
+
+	sed -n "s/.*NVQ-STEP $step \(rc=[0-9]* loaded=[a-z]*\).*/\1/p" <<<"$kernel_log" | head -n 1
+}
+
+NVQ_VERDICT_PASSED_RE="$NVQ_MODULE_NAME: self-test passed: ([0-9]+) of ([0-9]+) cases in [0-9]+ ms"
+NVQ_VERDICT_FAILED_RE="$NVQ_MODULE_NAME: self-test FAILED: [0-9]+ of [0-9]+ cases failed in [0-9]+ ms"
+NVQ_VERDICT_ANY_RE="$NVQ_MODULE_NAME: self-test (passed|FAILED)"
+
+# Check that load step STEP ran the self-test and it passed: insmod
+# returned 0, the module stayed loaded, there is exactly one verdict line,
+# it reports N of N cases with N > 0, and no case printed a FAIL line.
+# Prints the reasons and the step's kernel log lines on failure.
+nvq_check_self_test_load() {
+	local kernel_log=$1 step=$2
+	local lines result verdict verdict_count=0
+	local -a problems=()
+
+	lines=$(nvq_step_lines "$kernel_log" "$step")
+	result=$(nvq_step_result "$kernel_log" "$step")
+	if [[ -z $result ]]; then
+		echo "step $step did not finish (no 'NVQ-STEP $step' line)"
+		if [[ -n $lines ]]; then
+			nvq_print_head "$lines" 60
+		fi
+		return 1
+	fi
+
+	if [[ $result != "rc=0 loaded=yes" ]]; then
+		problems+=("insmod result: $result (expected rc=0 loaded=yes)")
+	fi
+	while IFS= read -r verdict; do
+		verdict_count=$((verdict_count + 1))
+		if [[ $verdict =~ $NVQ_VERDICT_PASSED_RE ]]; then
+			if [[ ${BASH_REMATCH[1]} != "${BASH_REMATCH[2]}" || ${BASH_REMATCH[2]} == 0 ]]; then
+				problems+=("verdict counts are not N of N with N > 0")
+			fi
+		elif [[ $verdict =~ $NVQ_VERDICT_FAILED_RE ]]; then
+			problems+=("self-test reported FAILED")
+		else
+			problems+=("verdict line has an unknown format")
+		fi
+	done < <(grep -E "$NVQ_VERDICT_ANY_RE" <<<"$lines" || true)
+	if ((verdict_count == 0)); then
+		problems+=("no self-test verdict line")
+	elif ((verdict_count > 1)) && [[ $result == rc=0* ]]; then
+		problems+=("$verdict_count self-test verdict lines (expected 1)")
+	fi
+	if grep -q "$NVQ_MODULE_NAME: FAIL:" <<<"$lines"; then
+		problems+=("FAIL lines from self-test cases")
+	fi
+
+	if ((${#problems[@]} == 0)); then
+		return 0
+	fi
+	printf '%s\n' "${problems[@]}" | uniq
+	if [[ $result != rc=0* ]] && ((verdict_count > 1)); then
+		echo "(busybox insmod retries a failed finit_module with init_module, so a failed load runs the self-test twice)"
+	fi
+	echo "kernel log of step $step:"
+	nvq_print_head "$lines" 60
+	return 1
+}
+
+# Check that unload step STEP returned 0 and the module is gone. LOAD_STEP
+# is the load before it, named in the message when the module was never
+# loaded.
+nvq_check_unload() {
+	local kernel_log=$1 step=$2 load_step=$3
+	local result
+
+	result=$(nvq_step_result "$kernel_log" "$step")
+	if [[ $result == "rc=0 loaded=no" ]]; then
+		return 0
+	fi
+	echo "rmmod result: ${result:-step did not finish} (expected rc=0 loaded=no)"
+	if [[ $(nvq_step_result "$kernel_log" "$load_step") == *loaded=no ]]; then
+		echo "the module was not loaded because step $load_step failed"
+	fi
+	nvq_step_lines "$kernel_log" "$step"
+	return 1
+}
+
+# Check that load step STEP (insmod with run_self_test=0) loaded the module
+# and printed no verdict, and that unload step UNLOAD_STEP removed it.
+nvq_check_load_without_self_test() {
+	local kernel_log=$1 step=$2 unload_step=$3
+	local lines result unload_result
+	local -a problems=()
+
+	lines=$(nvq_step_lines "$kernel_log" "$step")
+	result=$(nvq_step_result "$kernel_log" "$step")
+	unload_result=$(nvq_step_result "$kernel_log" "$unload_step")
+
+	if [[ $result != "rc=0 loaded=yes" ]]; then
+		problems+=("insmod result: ${result:-step did not finish} (expected rc=0 loaded=yes)")
+	fi
+	if grep -qE "$NVQ_VERDICT_ANY_RE" <<<"$lines"; then
+		problems+=("a self-test verdict was printed although run_self_test=0")
+	fi
+	if [[ $unload_result != "rc=0 loaded=no" ]]; then
+		problems+=("rmmod result: ${unload_result:-step did not finish} (expected rc=0 loaded=no)")
+	fi
+
+	if ((${#problems[@]} == 0)); then
+		return 0
+	fi
+	printf '%s\n' "${problems[@]}"
+	if [[ -n $lines ]]; then
+		echo "kernel log of step $step:"
+		nvq_print_head "$lines" 60
+	fi
+	return 1
+}
+
+# Check the whole console log for kernel warnings, crashes and stalls, and
+# that no taint bit other than the expected out-of-tree/unsigned ones was
+# set between the first and the last step. Prints the matching lines.
+nvq_check_console_clean() {
+	local log_file=$1
+	local kernel_log pattern matches taint_before taint_after new_taint
+	local -a grep_args=()
+	local failed=0
+
+	for pattern in "${NVQ_SPLAT_PATTERNS[@]}"; do
+		grep_args+=(-e "$pattern")
+	done
+	matches=$(grep -nE "${grep_args[@]}" "$log_file" || true)
+	if [[ -n $matches ]]; then
+		echo "kernel warning or error lines in $log_file:"
+		echo "$matches" | head -n 60
+		failed=1
+	fi
+
+	kernel_log=$(nvq_kernel_log "$log_file")
+	taint_before=$(sed -n 's/.*NVQ-TAINT before=\([0-9]*\).*/\1/p' <<<"$kernel_log" | head -n 1)
+	taint_after=$(sed -n 's/.*NVQ-TAINT after=\([0-9]*\).*/\1/p' <<<"$kernel_log" | head -n 1)
+	if [[ -z $taint_before || -z $taint_after ]]; then
+		echo "taint markers missing in $log_file (before='$taint_before' after='$taint_after')"
+		failed=1
+	else
+		new_taint=$(((taint_after & ~taint_before) & ~NVQ_EXPECTED_TAINT_MASK))
+		if ((new_taint != 0)); then
+			echo "unexpected taint bits set: $new_taint (tainted before=$taint_before after=$taint_after)"
+			failed=1
+		fi
+	fi
+	return "$failed"
+}
+
+# Check that the guest saw the NUMA nodes that TOPOLOGY configures in QEMU.
+nvq_check_guest_nodes() {
+	local kernel_log=$1 topology=$2
+	local expected online
+
+	expected=$(nvq_topology_nodes "$topology")
+	online=$(sed -n 's/.*NVQ-NODES online=\([0-9,-]*\).*/\1/p' <<<"$kernel_log" | head -n 1)
+	if [[ $online == "$expected" ]]; then
+		return 0
+	fi
+	echo "online NUMA nodes in the guest: '${online:-no NVQ-NODES line}' (expected '$expected')"
+	return 1
+}
+
+# Check that the guest ran all steps and dumped dmesg completely before
+# QEMU exited, and that QEMU exited by itself before the timeout.
+nvq_check_boot_finished() {
+	local log_file=$1 qemu_status=$2
+
+	if ((qemu_status == 124 || qemu_status == 137)); then
+		echo "boot timed out after ${NVQ_BOOT_TIMEOUT} s. Last console lines:"
+		tail -n 10 "$log_file"
+		return 1
+	fi
+	if ! grep -q 'NVQ-DONE' "$log_file"; then
+		echo "QEMU exited with status $qemu_status before the end marker NVQ-DONE. Last console lines:"
+		tail -n 10 "$log_file"
+		return 1
+	fi
+	if ! grep -q 'NVQ-DMESG-END' "$log_file"; then
+		echo "the dmesg dump is incomplete: NVQ-DMESG-END is missing from $log_file"
+		return 1
+	fi
+	if ((qemu_status != 0)); then
+		echo "QEMU exited with status $qemu_status"
+		return 1
+	fi
+}

@@ -556,7 +556,7 @@ static int nvq_test_producer_main(void *data)
 static void nvq_test_many_producers_exact_count(void)
 {
 	const long total = (long)NVQ_TEST_PRODUCERS * NVQ_TEST_ITEMS_PER_PRODUCER;
-	struct nvq_test_producer producers[NVQ_TEST_PRODUCERS];
+	struct nvq_test_producer *producers;
 	struct nvq_test_item *items;
 	long runs = 0, wrong = 0, first_wrong = -1;
 	nv_kthread_q_t q;
@@ -564,10 +564,11 @@ static void nvq_test_many_producers_exact_count(void)
 	long i;
 	int p;
 
+	producers = kcalloc(NVQ_TEST_PRODUCERS, sizeof(*producers), GFP_KERNEL);
 	items = vmalloc(array_size(total, sizeof(*items)));
-	if (!items) {
+	if (!producers || !items) {
 		NVQ_FAIL("out of memory");
-		return;
+		goto out_free;
 	}
 	for (i = 0; i < total; i++)
 		nvq_test_item_init(&items[i]);
@@ -619,6 +620,128 @@ static void nvq_test_many_producers_exact_count(void)
 	nv_kthread_q_stop(&q);
 out_free:
 	vfree(items);
+	kfree(producers);
+}
+
+#define NVQ_TEST_RACERS 2
+#define NVQ_TEST_RACER_ITEMS 64
+
+/*
+ * A thread that keeps scheduling its own items until schedule returns 0.
+ * It reschedules an item only after the item ran, so the item cannot be
+ * pending, and a return of 0 can only mean that the queue is stopping.
+ */
+struct nvq_test_racer {
+	nv_kthread_q_t *q;
+	struct nvq_test_item items[NVQ_TEST_RACER_ITEMS];
+	int accepted[NVQ_TEST_RACER_ITEMS];	/* schedule calls that returned 1 */
+	atomic_t total_accepted;
+	struct completion done;
+};
+
+static int nvq_test_racer_main(void *data)
+{
+	struct nvq_test_racer *racer = data;
+	int i;
+
+	for (;;) {
+		for (i = 0; i < NVQ_TEST_RACER_ITEMS; i++) {
+			struct nvq_test_item *item = &racer->items[i];
+
+			/* Still queued or running since the last schedule. */
+			if (atomic_read_acquire(&item->runs) != racer->accepted[i])
+				continue;
+
+			if (!nv_kthread_q_schedule_q_item(racer->q, &item->q_item))
+				goto out;
+
+			racer->accepted[i]++;
+			atomic_inc(&racer->total_accepted);
+		}
+		cond_resched();
+	}
+
+out:
+	kthread_complete_and_exit(&racer->done, 0);
+}
+
+/*
+ * Threads on other CPUs schedule items while the queue is stopped. Every
+ * schedule call that returned 1 must lead to exactly one run, and no item
+ * may be left linked after stop.
+ */
+static void nvq_test_stop_racing_schedule(void)
+{
+	struct nvq_test_racer *racers;
+	nv_kthread_q_t q;
+	int started = 0;
+	int r, i;
+
+	racers = kcalloc(NVQ_TEST_RACERS, sizeof(*racers), GFP_KERNEL);
+	if (!racers) {
+		NVQ_FAIL("out of memory");
+		return;
+	}
+
+	if (nv_kthread_q_init(&q, "nvq-test-race")) {
+		NVQ_FAIL("init failed");
+		goto out_free;
+	}
+
+	for (r = 0; r < NVQ_TEST_RACERS; r++) {
+		struct task_struct *thread;
+
+		racers[r].q = &q;
+		for (i = 0; i < NVQ_TEST_RACER_ITEMS; i++)
+			nvq_test_item_init(&racers[r].items[i]);
+		init_completion(&racers[r].done);
+
+		thread = kthread_run(nvq_test_racer_main, &racers[r],
+				     "nvq-test-race%d", r);
+		if (IS_ERR(thread)) {
+			NVQ_FAIL("could not start a racing thread");
+			break;
+		}
+		started++;
+	}
+
+	/* Stop once every racer is well under way. */
+	for (i = 0; i < 5000; i++) {
+		for (r = 0; r < started; r++) {
+			if (atomic_read(&racers[r].total_accepted) < 1000)
+				break;
+		}
+		if (r == started)
+			break;
+		usleep_range(1000, 2000);
+	}
+
+	/* A racer may call schedule after stop has ended, which is misuse. */
+	nvq_test_expect_misuse(&q);
+	nv_kthread_q_stop(&q);
+	for (r = 0; r < started; r++)
+		wait_for_completion(&racers[r].done);
+	nvq_test_end_misuse();
+
+	for (r = 0; r < started; r++) {
+		struct nvq_test_racer *racer = &racers[r];
+		int wrong = 0;
+
+		NVQ_CHECK(atomic_read(&racer->total_accepted) >= 1000);
+		for (i = 0; i < NVQ_TEST_RACER_ITEMS; i++) {
+			struct nvq_test_item *item = &racer->items[i];
+
+			if (atomic_read(&item->runs) != racer->accepted[i] ||
+			    !list_empty(&item->q_item.q_list_node))
+				wrong++;
+		}
+		if (wrong)
+			nvq_test_fail(__LINE__, "racer %d: %d of %d items ran a different number of times than accepted, or were left linked",
+				      r, wrong, NVQ_TEST_RACER_ITEMS);
+	}
+
+out_free:
+	kfree(racers);
 }
 
 static void nvq_test_one_item_scheduled_many_times(void)
@@ -1048,6 +1171,7 @@ static const struct nvq_test_case nvq_test_cases[] = {
 	NVQ_TEST_CASE(schedule_from_softirq),
 	NVQ_TEST_CASE(schedule_on_stopping_queue),
 	NVQ_TEST_CASE(schedule_on_stopped_queue),
+	NVQ_TEST_CASE(stop_racing_schedule),
 	NVQ_TEST_CASE(idle_queue_sleeps),
 	NVQ_TEST_CASE(name_is_plain_text),
 	NVQ_TEST_CASE(invalid_node_falls_back),

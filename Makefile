@@ -6,6 +6,7 @@
 #   make KERNELRELEASE=6.12.x-amd64  build for another installed kernel
 #   make KDIR=/path/to/kernel/tree   build against any prepared tree
 #   make install                     modules_install, then depmod
+#   make check                       checkpatch, kernel-doc, sparse and W=1
 #   make clean
 
 KERNELRELEASE ?= $(shell uname -r)
@@ -41,10 +42,13 @@ install: modules
 	$(KBUILD) modules_install
 	depmod -a $(KERNELRELEASE)
 
+check:
+	tests/static-checks.sh $(KERNELRELEASE)
+
 # Works without a kernel tree too, e.g. after the headers were removed.
 clean:
 	@if [ -f $(KDIR)/Makefile ]; then $(KBUILD) clean; else \
 		rm -rf *.o .*.o .*.d *.ko *.mod *.mod.c .*.cmd Module.symvers \
 			modules.order .tmp_versions; fi
 
-.PHONY: all check-kdir modules install clean
+.PHONY: all check-kdir modules install check clean

@@ -13,6 +13,8 @@ set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=static-checks.sh
+source "$(dirname "${BASH_SOURCE[0]}")/static-checks.sh"
 
 # One boot per line: the kernel image metapackage, whose dependency names
 # the kernel release to boot, and the guest topology from NVQ_TOPOLOGIES in
@@ -113,6 +115,7 @@ main() {
 		fi
 	done
 	nvq_install_host_tools_and_kernels "${image_metapackages[@]}"
+	nvq_install_packages "${NVQ_CHECK_PACKAGES[@]}"
 
 	rm -rf "$NVQ_LOG_DIR"
 	mkdir -p "$NVQ_LOG_DIR"
@@ -131,6 +134,9 @@ main() {
 		fi
 		report "${build_ok[$release]}" "$release: module build" "$build_output"
 	done
+
+	skip_reason=
+	nvq_run_static_checks run_check "${release_of[@]}"
 
 	for entry in "${NVQ_MATRIX[@]}"; do
 		read -r image_metapackage topology <<<"$entry"

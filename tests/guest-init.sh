@@ -6,9 +6,11 @@
 # log and powers off. The host parses the console log for these lines:
 #
 #   NVQ-STEP-BEGIN <step>                  a step starts
-#   NVQ-STEP <step> rc=<n> loaded=<yes|no> a step ended with exit status n,
-#                                          and /sys/module/nv_kthread_q
-#                                          exists (yes) or not (no)
+#   NVQ-STEP <step> rc=<n> loaded=<yes|no> consumer=<yes|no>
+#                                          a step ended with exit status n;
+#                                          loaded and consumer tell whether
+#                                          nv_kthread_q and nvq_consumer
+#                                          are loaded afterwards
 #   NVQ-TAINT <when>=<n>                   /proc/sys/kernel/tainted
 #   NVQ-NODES online=<list>                online NUMA nodes, e.g. 0-1
 #   NVQ-STEPS-END                          all steps ran, the dump follows
@@ -23,6 +25,8 @@
 
 MODULE_FILE=/nv-kthread-q.ko
 MODULE_NAME=nv_kthread_q
+CONSUMER_FILE=/nvq-consumer.ko
+CONSUMER_NAME=nvq_consumer
 DEFAULT_STEPS=load1,unload1,load2,unload2,load_no_self_test,unload_no_self_test
 
 /bin/busybox mkdir -p /proc /sys /dev /usr/bin /usr/sbin
@@ -36,7 +40,7 @@ mark() {
 }
 
 module_state() {
-	if [ -d "/sys/module/$MODULE_NAME" ]; then
+	if [ -d "/sys/module/${1:-$MODULE_NAME}" ]; then
 		echo yes
 	else
 		echo no
@@ -55,15 +59,26 @@ run_step() {
 	load_no_self_test)
 		insmod "$MODULE_FILE" run_self_test=0 || rc=$?
 		;;
-	unload1 | unload2 | unload_no_self_test)
+	unload1 | unload2 | unload_no_self_test | unload_in_use)
 		rmmod "$MODULE_NAME" || rc=$?
+		;;
+	consumer_alone)
+		insmod "$CONSUMER_FILE" || rc=$?
+		;;
+	consumer_load)
+		insmod "$CONSUMER_FILE" || rc=$?
+		# Let its fake interrupts run (200 of them, 0.5 ms apart).
+		sleep 1
+		;;
+	consumer_unload)
+		rmmod "$CONSUMER_NAME" || rc=$?
 		;;
 	*)
 		echo "guest-init: unknown step '$step'" >&2
 		rc=127
 		;;
 	esac
-	mark "STEP $step rc=$rc loaded=$(module_state)"
+	mark "STEP $step rc=$rc loaded=$(module_state) consumer=$(module_state "$CONSUMER_NAME")"
 }
 
 steps=$DEFAULT_STEPS

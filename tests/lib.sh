@@ -159,6 +159,10 @@ nvq_module_path() {
 	echo "$(nvq_build_dir "$1")/$NVQ_MODULE_FILE"
 }
 
+nvq_consumer_path() {
+	echo "$(nvq_build_dir "$1")/consumer/nvq-consumer.ko"
+}
+
 # Build the module for one kernel release in a fresh copy of the sources
 # under $NVQ_CACHE/build/<release>, so no object file is shared between
 # kernels. Writes make's output to LOG_FILE. Fails unless the .ko exists
@@ -195,12 +199,23 @@ nvq_build_module() {
 		echo "vermagic '$vermagic' of $build_dir/$NVQ_MODULE_FILE does not match $release"
 		return 1
 	fi
+
+	# The example consumer, linked against this build's Module.symvers.
+	mkdir -p "$build_dir/consumer"
+	cp "$NVQ_SRC_DIR"/examples/consumer/{Makefile,Kbuild,nvq-consumer.c} "$build_dir/consumer/"
+	if ! make -C "$build_dir/consumer" KERNELRELEASE="$release" NVQ_DIR="$build_dir" \
+		>>"$log_file" 2>&1; then
+		echo "make of the example consumer failed for $release, last lines of $log_file:"
+		tail -n 20 "$log_file"
+		return 1
+	fi
 }
 
 # Pack a gzip'ed newc initramfs with the static busybox, guest-init.sh as
-# /init and the given module as /nv-kthread-q.ko.
+# /init, the given module as /nv-kthread-q.ko and, if given, the example
+# consumer as /nvq-consumer.ko.
 nvq_build_initramfs() {
-	local module_path=$1 output=$2
+	local module_path=$1 output=$2 consumer_path=${3:-}
 	local busybox staging
 
 	busybox=$(command -v busybox) || nvq_die "busybox not found (package busybox-static)"
@@ -211,6 +226,9 @@ nvq_build_initramfs() {
 	ln -s busybox "$staging/bin/sh"
 	install -m 0755 "$NVQ_TESTS_DIR/guest-init.sh" "$staging/init"
 	cp "$module_path" "$staging/$NVQ_MODULE_FILE"
+	if [[ -n $consumer_path ]]; then
+		cp "$consumer_path" "$staging/nvq-consumer.ko"
+	fi
 
 	mkdir -p "$(dirname "$output")"
 	(cd "$staging" && find . -print0 | cpio --null --create --format=newc --owner=0:0 --quiet) |
@@ -424,6 +442,61 @@ nvq_check_load_without_self_test() {
 		nvq_print_head "$lines" 60
 	fi
 	return 1
+}
+
+# Check that the end marker of STEP contains every "name=value" word of
+# EXPECTED, e.g. "rc=0 consumer=yes".
+nvq_check_step_values() {
+	local kernel_log=$1 step=$2 expected=$3
+	local marker word
+
+	marker=$(grep -E "NVQ-STEP $step rc=" <<<"$kernel_log" | head -n 1)
+	for word in $expected; do
+		if [[ " $marker " != *" $word "* ]]; then
+			echo "step $step: expected $expected, got: ${marker:-step did not finish}"
+			nvq_step_lines "$kernel_log" "$step"
+			return 1
+		fi
+	done
+}
+
+# Check that the consumer failed to load while nv-kthread-q was not loaded,
+# with the kernel naming the missing symbols.
+nvq_check_consumer_alone() {
+	local kernel_log=$1
+
+	nvq_check_step_values "$kernel_log" consumer_alone "loaded=no consumer=no" || return 1
+	if grep -q "NVQ-STEP consumer_alone rc=0 " <<<"$kernel_log"; then
+		echo "insmod of the consumer returned 0 without nv-kthread-q loaded"
+		return 1
+	fi
+	if ! nvq_step_lines "$kernel_log" consumer_alone | grep -q 'Unknown symbol nv_kthread_q_'; then
+		echo "no 'Unknown symbol nv_kthread_q_...' line in step consumer_alone:"
+		nvq_step_lines "$kernel_log" consumer_alone
+		return 1
+	fi
+}
+
+# Check that the consumer unloaded and that its report shows every fake
+# interrupt, every queued bottom half run, and the background item run.
+nvq_check_consumer_unload() {
+	local kernel_log=$1
+	local report_re='nvq_consumer: stopped: ([0-9]+) interrupts, ([0-9]+) bottom halves queued, ([0-9]+) run; background item ran ([0-9]+) times'
+	local report
+
+	nvq_check_step_values "$kernel_log" consumer_unload "rc=0 loaded=yes consumer=no" || return 1
+	report=$(nvq_step_lines "$kernel_log" consumer_unload | grep -E "$report_re" | head -n 1)
+	if [[ ! $report =~ $report_re ]]; then
+		echo "no report line from the consumer at unload:"
+		nvq_step_lines "$kernel_log" consumer_unload
+		return 1
+	fi
+	if ((BASH_REMATCH[1] != 200 || BASH_REMATCH[2] < 1 ||
+		BASH_REMATCH[2] != BASH_REMATCH[3] || BASH_REMATCH[4] < 1)); then
+		echo "expected 200 interrupts, queued bottom halves == runs >= 1, background runs >= 1:"
+		echo "$report"
+		return 1
+	fi
 }
 
 # Check the whole console log for kernel warnings, crashes and stalls, and

@@ -26,7 +26,8 @@ NVQ_MATRIX=(
 )
 
 # Steps that guest-init.sh runs in every boot of the suite.
-NVQ_SUITE_STEPS=load1,unload1,load2,unload2,load_no_self_test,unload_no_self_test
+NVQ_SUITE_STEPS=load1,unload1,load2,unload2,consumer_alone,load_no_self_test
+NVQ_SUITE_STEPS+=,consumer_load,unload_in_use,consumer_unload,unload_no_self_test
 
 passed=0
 failed=0
@@ -92,6 +93,11 @@ run_boot() {
 	run_check "$label: second unload" nvq_check_unload "$kernel_log" unload2 load2
 	run_check "$label: load with run_self_test=0" \
 		nvq_check_load_without_self_test "$kernel_log" load_no_self_test unload_no_self_test
+	run_check "$label: consumer without nv-kthread-q" nvq_check_consumer_alone "$kernel_log"
+	run_check "$label: consumer load" nvq_check_step_values "$kernel_log" consumer_load "rc=0 consumer=yes"
+	run_check "$label: unload refused while in use" \
+		nvq_check_step_values "$kernel_log" unload_in_use "loaded=yes consumer=yes"
+	run_check "$label: consumer work and unload" nvq_check_consumer_unload "$kernel_log"
 	run_check "$label: guest NUMA nodes" nvq_check_guest_nodes "$kernel_log" "$topology"
 	run_check "$label: console log clean" nvq_check_console_clean "$log_file"
 	run_check "$label: boot finished in time" nvq_check_boot_finished "$log_file" "$qemu_status"
@@ -128,7 +134,8 @@ main() {
 		nvq_log "building the module for $release"
 		if build_output=$(nvq_build_module "$release" "$NVQ_LOG_DIR/build-$release.log" 2>&1); then
 			build_ok[$release]=1
-			nvq_build_initramfs "$(nvq_module_path "$release")" "$NVQ_CACHE/initramfs/$release.cpio.gz"
+			nvq_build_initramfs "$(nvq_module_path "$release")" "$NVQ_CACHE/initramfs/$release.cpio.gz" \
+				"$(nvq_consumer_path "$release")"
 		else
 			build_ok[$release]=0
 		fi

@@ -23,6 +23,8 @@ NVQ_MATRIX=(
 	"linux-image-amd64 numa2"
 	"linux-image-6.12-amd64 numa2"
 	"linux-image-6.12-amd64 numa1"
+	"linux-image-rt-amd64 numa2"
+	"linux-image-6.12-rt-amd64 numa2"
 )
 
 # Steps that guest-init.sh runs in every boot of the suite.

@@ -29,7 +29,7 @@ all: modules
 check-kdir:
 	@test -f $(KDIR)/Makefile || { \
 		echo "error: no kernel build tree at $(KDIR)." >&2; \
-		echo "Install the headers (apt-get install linux-headers-$(KERNELRELEASE))" >&2; \
+		echo "Install the headers of that kernel (on Debian: apt-get install linux-headers-$(KERNELRELEASE))" >&2; \
 		echo "or pass KERNELRELEASE= or KDIR=." >&2; exit 1; }
 	@command -v $(CC) >/dev/null || { \
 		echo "error: compiler '$(CC)' not found; this kernel was built with it." >&2; \

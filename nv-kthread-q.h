@@ -15,7 +15,9 @@
  *
  * Typical use:
  *
- *	nv_kthread_q_init(&q, "mydrv_bh");
+ *	ret = nv_kthread_q_init(&q, "mydrv_bh");
+ *	if (ret)
+ *		return ret;
  *	nv_kthread_q_item_init(&item, mydrv_bottom_half, dev);
  *	...
  *	nv_kthread_q_schedule_q_item(&q, &item);	(from the ISR)
@@ -50,7 +52,8 @@ typedef void (*nv_q_func_t)(void *args);
  * A queue must be stopped with nv_kthread_q_stop() before it is set up
  * again. Calling this on a running queue leaks its thread and corrupts it.
  *
- * Context: Process context; sleeps.
+ * Context: Process context; sleeps. From atomic context, or with a NULL
+ * @q or @qname, it warns and returns -EINVAL.
  * Return: 0 on success, or a negative errno. On failure the queue is left
  * in a state where nv_kthread_q_stop() does nothing.
  */
@@ -63,7 +66,7 @@ int nv_kthread_q_init_on_node(nv_kthread_q_t *q, const char *qname,
  * @qname: name of the thread; see nv_kthread_q_init_on_node().
  *
  * Same as nv_kthread_q_init_on_node() with the NUMA node of the calling
- * CPU as the preferred node.
+ * CPU as the preferred node, so the stack placement check applies too.
  *
  * Context: Process context; sleeps.
  * Return: 0 on success, or a negative errno.
@@ -82,9 +85,16 @@ int nv_kthread_q_init(nv_kthread_q_t *q, const char *qname);
  *
  * Stopping a zeroed queue, a queue whose init failed, or a queue that is
  * already stopped does nothing. Calling it from one of the queue's own
- * callbacks would deadlock: it warns and returns without stopping.
+ * callbacks would deadlock, so it warns and returns without stopping.
  *
- * Context: Process context; sleeps.
+ * Make sure nothing schedules on the queue once stop has returned (for an
+ * interrupt source, free_irq() or synchronize_irq() first): a schedule
+ * that races stop returns 0 quietly, but one after stop warns. Init and
+ * stop of one queue must not run concurrently. A second stop that starts
+ * while the first is running warns and returns before the thread ends.
+ *
+ * Context: Process context; sleeps. From atomic context it warns and
+ * returns without stopping.
  */
 void nv_kthread_q_stop(nv_kthread_q_t *q);
 
@@ -98,10 +108,12 @@ void nv_kthread_q_stop(nv_kthread_q_t *q);
  * that the item checks before rescheduling, then flush. Any run that missed
  * the flag is drained along with the one item it queued.
  *
- * Flushing a queue that is not running, or from one of the queue's own
- * callbacks (which would deadlock), warns and returns at once.
+ * Flushing a queue that is not running or is being stopped, or flushing
+ * from one of the queue's own callbacks (which would deadlock), warns and
+ * returns at once.
  *
- * Context: Process context; sleeps.
+ * Context: Process context; sleeps. From atomic context it warns and
+ * returns without flushing.
  */
 void nv_kthread_q_flush(nv_kthread_q_t *q);
 
@@ -109,6 +121,8 @@ void nv_kthread_q_flush(nv_kthread_q_t *q);
  * nv_kthread_q_item_init() - Set the function and argument of an item.
  * @q_item: item to set up.
  * @function_to_run: function the queue's thread calls with @function_args.
+ *	It runs in process context and may sleep, but it delays every item
+ *	queued after it.
  * @function_args: argument passed to @function_to_run.
  *
  * Must be called once before the item is first scheduled, and never while
@@ -136,8 +150,9 @@ void nv_kthread_q_item_init(nv_kthread_q_item_t *q_item,
  *
  * Context: Any context, including hard IRQ (also on PREEMPT_RT) and
  * several CPUs at once. Does not sleep.
- * Return: 1 if the item was queued; 0 if it was already pending, or the
- * queue is stopping, stopped or was never started.
+ * Return: 1 if the item was queued. 0 if it was already pending, or the
+ * queue is stopping, stopped or was never started. The return value does
+ * not tell these cases apart.
  */
 int nv_kthread_q_schedule_q_item(nv_kthread_q_t *q,
 				 nv_kthread_q_item_t *q_item);

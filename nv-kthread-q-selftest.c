@@ -437,7 +437,12 @@ static void nvq_test_rescheduler_start(struct nvq_test_rescheduler *r,
 	NVQ_FAIL("the rescheduling item did not run 100 times in 5 s");
 }
 
-static void nvq_test_rescheduling_item_drained_by_flush(void)
+/*
+ * Sets the owner's flag while the item keeps rescheduling itself, then
+ * drains it with flush or with stop. Every accepted schedule must have run,
+ * and the item must not be left linked.
+ */
+static void nvq_test_drain_rescheduler(bool by_stop)
 {
 	struct nvq_test_rescheduler r;
 	nv_kthread_q_t q;
@@ -449,7 +454,10 @@ static void nvq_test_rescheduling_item_drained_by_flush(void)
 
 	nvq_test_rescheduler_start(&r, &q, false);
 	WRITE_ONCE(r.stop_rescheduling, true);
-	nv_kthread_q_flush(&q);
+	if (by_stop)
+		nv_kthread_q_stop(&q);
+	else
+		nv_kthread_q_flush(&q);
 
 	NVQ_CHECK(!nvq_test_item_pending(&q, &r.q_item));
 	NVQ_CHECK_EQ(atomic_read(&r.runs), atomic_read(&r.accepted));
@@ -458,23 +466,14 @@ static void nvq_test_rescheduling_item_drained_by_flush(void)
 	nv_kthread_q_stop(&q);
 }
 
+static void nvq_test_rescheduling_item_drained_by_flush(void)
+{
+	nvq_test_drain_rescheduler(false);
+}
+
 static void nvq_test_rescheduling_item_drained_by_stop(void)
 {
-	struct nvq_test_rescheduler r;
-	nv_kthread_q_t q;
-
-	if (nv_kthread_q_init(&q, "nvq-test-resch")) {
-		NVQ_FAIL("init failed");
-		return;
-	}
-
-	nvq_test_rescheduler_start(&r, &q, false);
-	WRITE_ONCE(r.stop_rescheduling, true);
-	nv_kthread_q_stop(&q);
-
-	NVQ_CHECK(list_empty(&r.q_item.q_list_node));
-	NVQ_CHECK_EQ(atomic_read(&r.runs), atomic_read(&r.accepted));
-	NVQ_CHECK_EQ(atomic_read(&r.refused), 0);
+	nvq_test_drain_rescheduler(true);
 }
 
 /*

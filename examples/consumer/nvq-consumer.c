@@ -2,7 +2,7 @@
 /*
  * An example driver that uses nv_kthread_q the way NVIDIA-style drivers do:
  *
- * - a hard-IRQ top half  (a hard-mode hrtimer plays the device
+ * - a hard-IRQ top half (a hard-mode hrtimer plays the device
  *   interrupt) that schedules a pre-allocated bottom-half item;
  * - a background item that reschedules itself until unload, shut down by
  *   setting a flag and then flushing;

@@ -24,16 +24,6 @@
 #ifndef __NV_KTHREAD_QUEUE_OS_H__
 #define __NV_KTHREAD_QUEUE_OS_H__
 
-#include <linux/version.h>
-
-/*
- * The oldest kernel this is built and tested against. Older kernels lack
- * kthread_complete_and_exit(), which the self-test needs, among others.
- */
-#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 1, 0)
-#error "nv-kthread-q needs Linux 6.1 or newer"
-#endif
-
 #include <linux/atomic.h>
 #include <linux/list.h>
 #include <linux/lockdep.h>

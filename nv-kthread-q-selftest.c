@@ -10,6 +10,7 @@
  * harness catches that with its boot timeout.
  */
 
+#include <kunit/test-bug.h>
 #include <linux/delay.h>
 #include <linux/hrtimer.h>
 #include <linux/ktime.h>
@@ -25,17 +26,22 @@ static DEFINE_MUTEX(nvq_self_test_lock);
 static const char *nvq_test_case_name;
 static int nvq_test_case_failures;
 
+/*
+ * Logs a FAIL line for the running case. Under KUnit, it also fails the
+ * running KUnit test; without KUnit that call does nothing.
+ */
 static __printf(2, 3) void nvq_test_fail(int line, const char *fmt, ...)
 {
-	struct va_format vaf;
+	char message[256];
 	va_list args;
 
 	va_start(args, fmt);
-	vaf.fmt = fmt;
-	vaf.va = &args;
-	pr_err("FAIL: %s: %pV (line %d)\n", nvq_test_case_name, &vaf, line);
+	vscnprintf(message, sizeof(message), fmt, args);
 	va_end(args);
 
+	pr_err("FAIL: %s: %s (line %d)\n", nvq_test_case_name, message, line);
+	kunit_fail_current_test("%s: %s (line %d)", nvq_test_case_name,
+				message, line);
 	nvq_test_case_failures++;
 }
 
@@ -1193,6 +1199,26 @@ static const struct nvq_test_case nvq_test_cases[] = {
 	NVQ_TEST_CASE(flush_and_stop_from_callback),
 };
 
+/* Runs one case; returns its number of failed checks. */
+static int nvq_test_run_case(const struct nvq_test_case *test_case)
+{
+	int failures;
+
+	mutex_lock(&nvq_self_test_lock);
+	nvq_test_case_name = test_case->name;
+	nvq_test_case_failures = 0;
+
+	test_case->run();
+	nvq_test_end_misuse();
+
+	failures = nvq_test_case_failures;
+	mutex_unlock(&nvq_self_test_lock);
+
+	if (!failures)
+		pr_debug("self-test case %s passed\n", test_case->name);
+	return failures;
+}
+
 int nv_kthread_q_run_self_test(void)
 {
 	const int total = ARRAY_SIZE(nvq_test_cases);
@@ -1201,23 +1227,10 @@ int nv_kthread_q_run_self_test(void)
 	s64 elapsed_ms;
 	int i;
 
-	mutex_lock(&nvq_self_test_lock);
-
 	for (i = 0; i < total; i++) {
-		nvq_test_case_name = nvq_test_cases[i].name;
-		nvq_test_case_failures = 0;
-
-		nvq_test_cases[i].run();
-		nvq_test_end_misuse();
-
-		if (nvq_test_case_failures)
+		if (nvq_test_run_case(&nvq_test_cases[i]))
 			failed++;
-		else
-			pr_debug("self-test case %s passed\n",
-				 nvq_test_case_name);
 	}
-
-	mutex_unlock(&nvq_self_test_lock);
 
 	elapsed_ms = ktime_ms_delta(ktime_get(), start);
 	if (failed) {
@@ -1231,3 +1244,41 @@ int nv_kthread_q_run_self_test(void)
 	return 0;
 }
 EXPORT_SYMBOL(nv_kthread_q_run_self_test);
+
+#if IS_ENABLED(CONFIG_KUNIT)
+#include <kunit/test.h>
+
+/*
+ * The same cases as a KUnit suite, one parameter per case, for kernels
+ * built with CONFIG_KUNIT. nvq_test_fail() fails the running KUnit test,
+ * and the suite reports KTAP like any other.
+ *
+ * NOTE: compiled against a 6.12 KUnit kernel, but no boot of the test
+ * suite runs it yet.
+ */
+static void nvq_kunit_case_name(const struct nvq_test_case *test_case,
+				char *desc)
+{
+	strscpy(desc, test_case->name, KUNIT_PARAM_DESC_SIZE);
+}
+
+KUNIT_ARRAY_PARAM(nvq_kunit, nvq_test_cases, nvq_kunit_case_name);
+
+static void nvq_kunit_run_case(struct kunit *test)
+{
+	const struct nvq_test_case *test_case = test->param_value;
+
+	KUNIT_EXPECT_EQ(test, nvq_test_run_case(test_case), 0);
+}
+
+static struct kunit_case nvq_kunit_cases[] = {
+	KUNIT_CASE_PARAM(nvq_kunit_run_case, nvq_kunit_gen_params),
+	{ }
+};
+
+static struct kunit_suite nvq_kunit_suite = {
+	.name = "nv_kthread_q",
+	.test_cases = nvq_kunit_cases,
+};
+kunit_test_suite(nvq_kunit_suite);
+#endif /* CONFIG_KUNIT */

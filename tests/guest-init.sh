@@ -13,6 +13,8 @@
 #                                          are loaded afterwards
 #   NVQ-TAINT <when>=<n>                   /proc/sys/kernel/tainted
 #   NVQ-NODES online=<list>                online NUMA nodes, e.g. 0-1
+#   NVQ-KMEMLEAK <line>                    a line of the kmemleak report
+#                                          (step kmemleak_scan)
 #   NVQ-STEPS-END                          all steps ran, the dump follows
 #   NVQ-DMESG-BEGIN ... NVQ-DMESG-END      the whole dmesg
 #   NVQ-DONE                               the dump is complete
@@ -28,8 +30,11 @@ MODULE_NAME=nv_kthread_q
 CONSUMER_FILE=/nvq-consumer.ko
 CONSUMER_NAME=nvq_consumer
 DEFAULT_STEPS=load1,unload1,load2,unload2,load_no_self_test,unload_no_self_test
+KMEMLEAK_FILE=/sys/kernel/debug/kmemleak
+# Report lines copied to the kernel log, at most.
+KMEMLEAK_MAX_LINES=200
 
-/bin/busybox mkdir -p /proc /sys /dev /usr/bin /usr/sbin
+/bin/busybox mkdir -p /proc /sys /dev /tmp /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -44,6 +49,32 @@ module_state() {
 		echo yes
 	else
 		echo no
+	fi
+}
+
+# Scan for leaks and copy the report to the kernel log. kmemleak reports an
+# object only when it is older than 5 s and its contents did not change
+# between two scans, so wait, then scan twice.
+kmemleak_scan() {
+	if [ ! -e "$KMEMLEAK_FILE" ]; then
+		mount -t debugfs debugfs /sys/kernel/debug || return 1
+	fi
+	if [ ! -e "$KMEMLEAK_FILE" ]; then
+		echo "guest-init: $KMEMLEAK_FILE not found: kmemleak is not built in" >&2
+		return 1
+	fi
+	sleep 6
+	echo scan >"$KMEMLEAK_FILE" || return 1
+	sleep 2
+	echo scan >"$KMEMLEAK_FILE" || return 1
+
+	cat "$KMEMLEAK_FILE" >/tmp/kmemleak || return 1
+	head -n "$KMEMLEAK_MAX_LINES" /tmp/kmemleak | while IFS= read -r line; do
+		mark "KMEMLEAK $line"
+	done
+	line_count=$(wc -l </tmp/kmemleak)
+	if [ "$line_count" -gt "$KMEMLEAK_MAX_LINES" ]; then
+		mark "KMEMLEAK ... $((line_count - KMEMLEAK_MAX_LINES)) more lines"
 	fi
 }
 
@@ -72,6 +103,9 @@ run_step() {
 		;;
 	consumer_unload)
 		rmmod "$CONSUMER_NAME" || rc=$?
+		;;
+	kmemleak_scan)
+		kmemleak_scan || rc=$?
 		;;
 	*)
 		echo "guest-init: unknown step '$step'" >&2

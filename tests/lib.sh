@@ -8,7 +8,8 @@
 # Settings, all optional, from the environment:
 #   NVQ_CACHE         build and initramfs directory (/var/cache/nv-kthread-q)
 #   NVQ_SRC_DIR       directory with the module sources (the repository root)
-#   NVQ_BOOT_TIMEOUT  seconds one QEMU boot may take before it is killed (180)
+#   NVQ_BOOT_TIMEOUT  seconds one QEMU boot may take before it is killed (180),
+#                     unless NVQ_RELEASE_BOOT_TIMEOUT sets another for a kernel
 #
 # The NVQ_* variables are read by the scripts that source this file.
 # shellcheck disable=SC2034
@@ -22,6 +23,14 @@ NVQ_SRC_DIR=${NVQ_SRC_DIR:-$NVQ_REPO_DIR}
 NVQ_CACHE=${NVQ_CACHE:-/var/cache/nv-kthread-q}
 NVQ_LOG_DIR=$NVQ_TESTS_DIR/logs
 NVQ_BOOT_TIMEOUT=${NVQ_BOOT_TIMEOUT:-180}
+
+# Kernels that are not installed Debian packages, such as the debug kernel
+# of run-tests.sh, register their settings here by kernel release. Unset
+# entries take the defaults: /boot/vmlinuz-<release>,
+# /lib/modules/<release>/build, a hung-task timeout of 30 s and
+# NVQ_BOOT_TIMEOUT.
+declare -A NVQ_RELEASE_IMAGE=() NVQ_RELEASE_TREE=()
+declare -A NVQ_RELEASE_HUNG_TASK_TIMEOUT=() NVQ_RELEASE_BOOT_TIMEOUT=()
 
 NVQ_MODULE_NAME=nv_kthread_q
 NVQ_MODULE_FILE=nv-kthread-q.ko
@@ -47,6 +56,21 @@ NVQ_SPLAT_PATTERNS=(
 	'Kernel panic'
 	'UBSAN:'
 	'refcount_t:'
+	# Lockdep, KASAN, object debugging, list debugging and kmemleak on the
+	# debug kernel. Most of their reports also contain "WARNING:" or "BUG:".
+	'possible circular locking dependency'
+	'possible recursive locking'
+	'inconsistent lock state'
+	'possible irq lock inversion'
+	'Invalid wait context'
+	'suspicious RCU usage'
+	'bad unlock balance'
+	'held lock freed'
+	'KASAN:'
+	'ODEBUG:'
+	'list_(add|del) corruption'
+	'unreferenced object'
+	'suspected memory leak'
 )
 
 # Taint bits that loading any unsigned out-of-tree module sets:
@@ -56,12 +80,14 @@ NVQ_EXPECTED_TAINT_MASK=$((4096 | 8192))
 # Kernel arguments of every boot. panic_on_warn turns any WARN into a failed
 # boot. tsc=reliable keeps 6.1 from falling back to the slower hpet clock
 # under TCG. printk.devkmsg=on lifts the rate limit on /dev/kmsg writes,
-# which would drop guest-init.sh's marker lines. A hung-task timeout of 30 s
-# (120 s by default) reports a stuck insmod or rmmod with its stack well
-# before NVQ_BOOT_TIMEOUT. One self-test run took 4-8 s in run-tests.sh on
-# a 2-core TCG host.
+# which would drop guest-init.sh's marker lines. nvq_boot adds the
+# hung-task timeout.
 NVQ_KERNEL_ARGS="console=ttyS0 panic_on_warn=1 panic=-1 loglevel=7 tsc=reliable printk.devkmsg=on"
-NVQ_KERNEL_ARGS+=" sysctl.kernel.hung_task_timeout_secs=30"
+
+# A hung-task timeout of 30 s (120 s by default) reports a stuck insmod or
+# rmmod with its stack well before NVQ_BOOT_TIMEOUT. One self-test run took
+# 4-8 s in run-tests.sh on a 2-core TCG host.
+NVQ_HUNG_TASK_TIMEOUT=30
 
 nvq_log() {
 	echo "nvq: $*"
@@ -145,10 +171,25 @@ nvq_kernel_release() {
 	local release
 
 	release=$(nvq_resolve_release "$image_metapackage")
-	[[ -r /boot/vmlinuz-$release ]] || nvq_die "kernel image /boot/vmlinuz-$release not found"
+	[[ -r $(nvq_kernel_image "$release") ]] || nvq_die "kernel image $(nvq_kernel_image "$release") not found"
 	[[ -f /lib/modules/$release/build/Makefile ]] ||
 		nvq_die "kernel build tree /lib/modules/$release/build not found (package linux-headers-$release)"
 	echo "$release"
+}
+
+# Print the kernel image to boot for a release.
+nvq_kernel_image() {
+	echo "${NVQ_RELEASE_IMAGE[$1]:-/boot/vmlinuz-$1}"
+}
+
+# Print the kernel build tree (KDIR) that modules for a release build
+# against.
+nvq_kernel_tree() {
+	echo "${NVQ_RELEASE_TREE[$1]:-/lib/modules/$1/build}"
+}
+
+nvq_boot_timeout() {
+	echo "${NVQ_RELEASE_BOOT_TIMEOUT[$1]:-$NVQ_BOOT_TIMEOUT}"
 }
 
 nvq_build_dir() {
@@ -169,10 +210,11 @@ nvq_consumer_path() {
 # and its vermagic names the release.
 nvq_build_module() {
 	local release=$1 log_file=$2
-	local build_dir vermagic source
+	local build_dir kdir vermagic source
 	local -a sources=()
 
 	build_dir=$(nvq_build_dir "$release")
+	kdir=$(nvq_kernel_tree "$release")
 	for source in "$NVQ_SRC_DIR"/{Makefile,Kbuild} "$NVQ_SRC_DIR"/*.c "$NVQ_SRC_DIR"/*.h; do
 		if [[ -f $source ]]; then
 			sources+=("$source")
@@ -185,7 +227,7 @@ nvq_build_module() {
 		return 1
 	fi
 
-	if ! make -C "$build_dir" KERNELRELEASE="$release" >"$log_file" 2>&1; then
+	if ! make -C "$build_dir" KERNELRELEASE="$release" KDIR="$kdir" >"$log_file" 2>&1; then
 		echo "make failed for $release, last lines of $log_file:"
 		tail -n 20 "$log_file"
 		return 1
@@ -203,7 +245,7 @@ nvq_build_module() {
 	# The example consumer, linked against this build's Module.symvers.
 	mkdir -p "$build_dir/consumer"
 	cp "$NVQ_SRC_DIR"/examples/consumer/{Makefile,Kbuild,nvq-consumer.c} "$build_dir/consumer/"
-	if ! make -C "$build_dir/consumer" KERNELRELEASE="$release" NVQ_DIR="$build_dir" \
+	if ! make -C "$build_dir/consumer" KERNELRELEASE="$release" KDIR="$kdir" NVQ_DIR="$build_dir" \
 		>>"$log_file" 2>&1; then
 		echo "make of the example consumer failed for $release, last lines of $log_file:"
 		tail -n 20 "$log_file"
@@ -275,22 +317,25 @@ nvq_topology_nodes() {
 # Returns QEMU's exit status, or timeout's 124 when the boot hung.
 nvq_boot() {
 	local release=$1 initrd=$2 topology=$3 steps=$4 log_file=$5
-	local topology_args
+	local topology_args kernel_args
 	local -a qemu_args
 
 	topology_args=$(nvq_topology_args "$topology") || return 2
+	kernel_args="$NVQ_KERNEL_ARGS"
+	kernel_args+=" sysctl.kernel.hung_task_timeout_secs=${NVQ_RELEASE_HUNG_TASK_TIMEOUT[$release]:-$NVQ_HUNG_TASK_TIMEOUT}"
+	kernel_args+=" nvq.steps=$steps"
 	qemu_args=(
 		-accel tcg -cpu max
 		-nographic -no-reboot -nic none
-		-kernel "/boot/vmlinuz-$release"
+		-kernel "$(nvq_kernel_image "$release")"
 		-initrd "$initrd"
-		-append "$NVQ_KERNEL_ARGS nvq.steps=$steps"
+		-append "$kernel_args"
 	)
 	# Word splitting is intended: the options contain no spaces or globs.
 	# shellcheck disable=SC2206
 	qemu_args+=($topology_args)
 
-	timeout --kill-after=10 "$NVQ_BOOT_TIMEOUT" \
+	timeout --kill-after=10 "$(nvq_boot_timeout "$release")" \
 		qemu-system-x86_64 "${qemu_args[@]}" </dev/null >"$log_file" 2>&1
 }
 
@@ -534,6 +579,22 @@ nvq_check_console_clean() {
 	return "$failed"
 }
 
+# Check that step kmemleak_scan ran both scans and that the report it copied
+# to the kernel log lists no unreferenced object. Prints the report.
+nvq_check_kmemleak() {
+	local kernel_log=$1
+	local report leak_count
+
+	nvq_check_step_values "$kernel_log" kmemleak_scan "rc=0" || return 1
+	report=$(sed -n 's/.*NVQ-KMEMLEAK //p' <<<"$kernel_log")
+	leak_count=$(grep -c 'unreferenced object' <<<"$report" || true)
+	if ((leak_count > 0)); then
+		echo "kmemleak reported $leak_count unreferenced objects:"
+		nvq_print_head "$report" 60
+		return 1
+	fi
+}
+
 # Check that the guest saw the NUMA nodes that TOPOLOGY configures in QEMU.
 nvq_check_guest_nodes() {
 	local kernel_log=$1 topology=$2
@@ -549,12 +610,13 @@ nvq_check_guest_nodes() {
 }
 
 # Check that the guest ran all steps and dumped dmesg completely before
-# QEMU exited, and that QEMU exited by itself before the timeout.
+# QEMU exited, and that QEMU exited by itself before the timeout. TIMEOUT,
+# the boot timeout in seconds, is only printed.
 nvq_check_boot_finished() {
-	local log_file=$1 qemu_status=$2
+	local log_file=$1 qemu_status=$2 timeout=${3:-$NVQ_BOOT_TIMEOUT}
 
 	if ((qemu_status == 124 || qemu_status == 137)); then
-		echo "boot timed out after ${NVQ_BOOT_TIMEOUT} s. Last console lines:"
+		echo "boot timed out after $timeout s. Last console lines:"
 		tail -n 10 "$log_file"
 		return 1
 	fi

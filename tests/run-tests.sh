@@ -1,13 +1,17 @@
 #!/bin/bash
 #
-# Run the QEMU test matrix: build the module for each Debian kernel in
-# NVQ_MATRIX, boot every entry with a busybox initramfs and check each load
-# and unload step, the self-test verdicts and the console log. Prints one
-# PASS or FAIL line per check and closes with "N passed, N failed".
-# Console logs of the last run stay in tests/logs/.
+# Run the QEMU test matrix. For each kernel in NVQ_MATRIX (Debian kernels
+# and a debug kernel built from source) it builds the module, boots each
+# entry with a busybox initramfs and checks each load and unload step, the
+# self-test verdicts and the console log. Prints one PASS or FAIL line per
+# check and closes with "N passed, N failed". Console logs of the last run
+# stay in tests/logs/.
 #
 # Run as root on Debian 12: it installs the host tools and kernels with
-# apt-get. The environment settings are listed in tests/lib.sh.
+# apt-get. The environment settings are listed in tests/lib.sh, plus:
+#   NVQ_KERNELS             space-separated kernels of NVQ_MATRIX to boot,
+#                           e.g. "debug-6.12" (default: all)
+#   NVQ_DEBUG_BOOT_TIMEOUT  seconds a boot of the debug kernel may take (300)
 
 set -euo pipefail
 
@@ -15,21 +19,36 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source-path=SCRIPTDIR source=static-checks.sh
 source "$(dirname "${BASH_SOURCE[0]}")/static-checks.sh"
+# shellcheck source-path=SCRIPTDIR source=debug-kernel/build.sh
+source "$(dirname "${BASH_SOURCE[0]}")/debug-kernel/build.sh"
 
-# One boot per line: the kernel image metapackage, whose dependency names
-# the kernel release to boot, and the guest topology from NVQ_TOPOLOGIES in
-# lib.sh. The matching linux-headers-* metapackage is installed with it.
+# One boot per line: the kernel and the guest topology from NVQ_TOPOLOGIES
+# in lib.sh. The kernel is either a kernel image metapackage, whose
+# dependency names the kernel release to boot (the matching linux-headers-*
+# metapackage is installed with it), or NVQ_DEBUG_KERNEL.
 NVQ_MATRIX=(
 	"linux-image-amd64 numa2"
 	"linux-image-6.12-amd64 numa2"
 	"linux-image-6.12-amd64 numa1"
 	"linux-image-rt-amd64 numa2"
 	"linux-image-6.12-rt-amd64 numa2"
+	"debug-6.12 numa2"
 )
+
+# The debug kernel that tests/debug-kernel/build.sh builds from Debian's
+# linux-source-6.12 (lockdep, KASAN, kmemleak, UBSAN). Its boots also scan
+# for memory leaks after the last step.
+NVQ_DEBUG_KERNEL=debug-6.12
+# Under TCG with KASAN and lockdep one self-test run blocks insmod for about
+# 20 s, and a whole boot took 78-89 s (2-core host, numa2), so both
+# timeouts stay well above that.
+NVQ_DEBUG_HUNG_TASK_TIMEOUT=120
+NVQ_DEBUG_BOOT_TIMEOUT=${NVQ_DEBUG_BOOT_TIMEOUT:-300}
 
 # Steps that guest-init.sh runs in every boot of the suite.
 NVQ_SUITE_STEPS=load1,unload1,load2,unload2,consumer_alone,load_no_self_test
 NVQ_SUITE_STEPS+=,consumer_load,unload_in_use,consumer_unload,unload_no_self_test
+NVQ_DEBUG_SUITE_STEPS=$NVQ_SUITE_STEPS,kmemleak_scan
 
 passed=0
 failed=0
@@ -73,10 +92,10 @@ run_check() {
 	fi
 }
 
-# Boot one matrix entry and report its checks. When skip_reason is set, it
-# only prints the SKIP lines.
+# Boot one matrix entry with the guest-init.sh steps STEPS and report its
+# checks. When skip_reason is set, it only prints the SKIP lines.
 run_boot() {
-	local release=$1 topology=$2 initrd=$3
+	local release=$1 topology=$2 initrd=$3 steps=$4
 	local log_file kernel_log="" boot_start qemu_status=0
 	local label="$release $topology"
 
@@ -84,7 +103,7 @@ run_boot() {
 	if [[ -z $skip_reason ]]; then
 		nvq_log "booting $label, console log: $log_file"
 		boot_start=$SECONDS
-		nvq_boot "$release" "$initrd" "$topology" "$NVQ_SUITE_STEPS" "$log_file" || qemu_status=$?
+		nvq_boot "$release" "$initrd" "$topology" "$steps" "$log_file" || qemu_status=$?
 		nvq_log "boot of $label took $((SECONDS - boot_start)) s, QEMU exit status $qemu_status"
 		kernel_log=$(nvq_kernel_log "$log_file")
 	fi
@@ -100,38 +119,106 @@ run_boot() {
 	run_check "$label: unload refused while in use" \
 		nvq_check_step_values "$kernel_log" unload_in_use "loaded=yes consumer=yes"
 	run_check "$label: consumer work and unload" nvq_check_consumer_unload "$kernel_log"
+	if [[ ,$steps, == *,kmemleak_scan,* ]]; then
+		run_check "$label: kmemleak scan" nvq_check_kmemleak "$kernel_log"
+	fi
 	run_check "$label: guest NUMA nodes" nvq_check_guest_nodes "$kernel_log" "$topology"
 	run_check "$label: console log clean" nvq_check_console_clean "$log_file"
-	run_check "$label: boot finished in time" nvq_check_boot_finished "$log_file" "$qemu_status"
+	run_check "$label: boot finished in time" \
+		nvq_check_boot_finished "$log_file" "$qemu_status" "$(nvq_boot_timeout "$release")"
+}
+
+# Release of the debug kernel, set by prepare_debug_kernel.
+debug_release=
+
+# Build the debug kernel, or reuse the cached one, set debug_release and
+# register the kernel's image, build tree and timeouts under it.
+prepare_debug_kernel() {
+	nvq_debug_kernel_build || return 1
+	debug_release=$(nvq_debug_kernel_release) || return 1
+	NVQ_RELEASE_IMAGE[$debug_release]=$(nvq_debug_kernel_image)
+	NVQ_RELEASE_TREE[$debug_release]=$(nvq_debug_kernel_tree)
+	NVQ_RELEASE_HUNG_TASK_TIMEOUT[$debug_release]=$NVQ_DEBUG_HUNG_TASK_TIMEOUT
+	NVQ_RELEASE_BOOT_TIMEOUT[$debug_release]=$NVQ_DEBUG_BOOT_TIMEOUT
+}
+
+# Keep only the NVQ_MATRIX entries whose kernel is one of KERNELS.
+select_matrix_entries() {
+	local kernels=$1
+	local entry kernel topology
+	local -a selected=()
+
+	for entry in "${NVQ_MATRIX[@]}"; do
+		read -r kernel topology <<<"$entry"
+		if [[ " $kernels " == *" $kernel "* ]]; then
+			selected+=("$entry")
+		fi
+	done
+	if ((${#selected[@]} == 0)); then
+		nvq_die "no NVQ_MATRIX entry has a kernel in NVQ_KERNELS='$kernels'"
+	fi
+	NVQ_MATRIX=("${selected[@]}")
 }
 
 main() {
-	local entry image_metapackage topology release build_output
-	local -a image_metapackages=()
+	local entry kernel topology release build_output steps debug_output_file
+	local -a kernels=() image_metapackages=() distro_releases=()
 	local -A release_of=() build_ok=()
-	local suite_start=$SECONDS
+	local suite_start=$SECONDS debug_start
 
 	if ((EUID != 0)); then
 		nvq_die "run as root: the tests install packages with apt-get"
 	fi
 
+	if [[ -n ${NVQ_KERNELS:-} ]]; then
+		select_matrix_entries "$NVQ_KERNELS"
+	fi
 	for entry in "${NVQ_MATRIX[@]}"; do
-		read -r image_metapackage topology <<<"$entry"
+		read -r kernel topology <<<"$entry"
 		nvq_topology_args "$topology" >/dev/null
-		if [[ " ${image_metapackages[*]} " != *" $image_metapackage "* ]]; then
-			image_metapackages+=("$image_metapackage")
+		if [[ " ${kernels[*]} " != *" $kernel "* ]]; then
+			kernels+=("$kernel")
+			if [[ $kernel != "$NVQ_DEBUG_KERNEL" ]]; then
+				image_metapackages+=("$kernel")
+			fi
 		fi
 	done
 	nvq_install_host_tools_and_kernels "${image_metapackages[@]}"
 	nvq_install_packages "${NVQ_CHECK_PACKAGES[@]}"
+	# Installed here rather than in nvq_debug_kernel_build, because an
+	# apt-get failure there would end the suite with its message in a file.
+	if [[ " ${kernels[*]} " == *" $NVQ_DEBUG_KERNEL "* ]]; then
+		nvq_install_packages "${NVQ_DEBUG_KERNEL_PACKAGES[@]}"
+	fi
 
 	rm -rf "$NVQ_LOG_DIR"
 	mkdir -p "$NVQ_LOG_DIR"
 
 	# Build the module and the initramfs once per kernel.
-	for image_metapackage in "${image_metapackages[@]}"; do
-		release=$(nvq_kernel_release "$image_metapackage")
-		release_of[$image_metapackage]=$release
+	for kernel in "${kernels[@]}"; do
+		if [[ $kernel == "$NVQ_DEBUG_KERNEL" ]]; then
+			nvq_log "building the debug kernel unless it is cached, log: $(nvq_debug_kernel_dir)/build.log"
+			debug_start=$SECONDS
+			# prepare_debug_kernel runs in this shell, not in $(...), so
+			# that the settings it registers stay. Its output goes to a
+			# file instead.
+			debug_output_file=$NVQ_LOG_DIR/debug-kernel-build.out
+			if ! prepare_debug_kernel >"$debug_output_file" 2>&1; then
+				report 0 "$kernel: kernel build" "$(<"$debug_output_file")"
+				# Without a kernel there is no release, so
+				# release_of and build_ok use the kernel's name.
+				release_of[$kernel]=$kernel
+				build_ok[$kernel]=0
+				continue
+			fi
+			report 1 "$kernel: kernel build" "$(<"$debug_output_file")"
+			nvq_log "debug kernel $debug_release ready after $((SECONDS - debug_start)) s"
+			release=$debug_release
+		else
+			release=$(nvq_kernel_release "$kernel")
+			distro_releases+=("$release")
+		fi
+		release_of[$kernel]=$release
 
 		nvq_log "building the module for $release"
 		if build_output=$(nvq_build_module "$release" "$NVQ_LOG_DIR/build-$release.log" 2>&1); then
@@ -144,17 +231,25 @@ main() {
 		report "${build_ok[$release]}" "$release: module build" "$build_output"
 	done
 
+	# The static checks build against the Debian kernels' headers only.
 	skip_reason=
-	nvq_run_static_checks run_check "${release_of[@]}"
+	nvq_run_static_checks run_check "${distro_releases[@]}"
 
 	for entry in "${NVQ_MATRIX[@]}"; do
-		read -r image_metapackage topology <<<"$entry"
-		release=${release_of[$image_metapackage]}
+		read -r kernel topology <<<"$entry"
+		release=${release_of[$kernel]}
 		skip_reason=
 		if ((build_ok[$release] == 0)); then
 			skip_reason="module build failed"
 		fi
-		run_boot "$release" "$topology" "$NVQ_CACHE/initramfs/$release.cpio.gz"
+		steps=$NVQ_SUITE_STEPS
+		if [[ $kernel == "$NVQ_DEBUG_KERNEL" ]]; then
+			steps=$NVQ_DEBUG_SUITE_STEPS
+			if [[ $release == "$kernel" ]]; then
+				skip_reason="debug kernel build failed"
+			fi
+		fi
+		run_boot "$release" "$topology" "$NVQ_CACHE/initramfs/$release.cpio.gz" "$steps"
 	done
 
 	nvq_log "console and build logs: $NVQ_LOG_DIR"

@@ -15,10 +15,12 @@
 # the debug.config hash, the linux-source-6.12 package version and the
 # compiler of the last good build. The build is skipped while all three
 # match, and a package version change unpacks the source again.
+# NOTE: the stamp does not cover this script itself. After changing how it
+# configures or builds the kernel, delete the stamp to force a rebuild.
 
 NVQ_DEBUG_KERNEL_FRAGMENT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/debug.config
 NVQ_DEBUG_KERNEL_TARBALL=/usr/src/linux-source-6.12.tar.xz
-# Packages the kernel build needs, besides a compiler and make.
+# Packages that the kernel build needs.
 NVQ_DEBUG_KERNEL_PACKAGES=(linux-source-6.12 xz-utils gcc make flex bison bc libelf-dev libssl-dev)
 
 nvq_debug_kernel_dir() {
@@ -38,7 +40,7 @@ nvq_debug_kernel_release() {
 	local release_file
 	release_file=$(nvq_debug_kernel_tree)/include/config/kernel.release
 
-	[[ -s $release_file ]] || { echo "$release_file not found: the debug kernel is not built" >&2; return 1; }
+	[[ -s $release_file ]] || { echo "$release_file not found: build the debug kernel with tests/debug-kernel/build.sh" >&2; return 1; }
 	cat "$release_file"
 }
 
@@ -83,16 +85,15 @@ nvq_debug_kernel_check_config() {
 
 # Configure and build TREE, writing make's output to LOG_FILE.
 nvq_debug_kernel_make() {
-	local tree=$1 log_file=$2
+	local tree=$1 log_file=$2 problems
 	local -a make_args=(-C "$tree" -j "$(nproc)")
 
 	make "${make_args[@]}" tinyconfig >"$log_file" 2>&1 || return 1
 	(cd "$tree" && scripts/kconfig/merge_config.sh -m .config \
 		kernel/configs/kvm_guest.config "$NVQ_DEBUG_KERNEL_FRAGMENT") >>"$log_file" 2>&1 || return 1
 	make "${make_args[@]}" olddefconfig >>"$log_file" 2>&1 || return 1
-	if ! nvq_debug_kernel_check_config "$tree" >>"$log_file" 2>&1; then
-		echo "debug.config options that the kernel config does not have:" >>"$log_file"
-		nvq_debug_kernel_check_config "$tree" >>"$log_file" 2>&1
+	if ! problems=$(nvq_debug_kernel_check_config "$tree" 2>&1); then
+		printf 'debug.config options that the kernel config does not have:\n%s\n' "$problems" >>"$log_file"
 		return 1
 	fi
 	# The modules target writes Module.symvers, which module builds
@@ -104,7 +105,8 @@ nvq_debug_kernel_make() {
 # inputs. Prints progress to stdout; on failure prints the end of the build
 # log and returns 1.
 nvq_debug_kernel_build() {
-	local dir tree stamp_file log_file expected_stamp start=$SECONDS
+	local dir tree stamp_file log_file expected_stamp built_source expected_source
+	local start=$SECONDS
 
 	nvq_install_packages "${NVQ_DEBUG_KERNEL_PACKAGES[@]}"
 	[[ -r $NVQ_DEBUG_KERNEL_TARBALL ]] ||
@@ -114,7 +116,7 @@ nvq_debug_kernel_build() {
 	tree=$(nvq_debug_kernel_tree)
 	stamp_file=$dir/stamp
 	log_file=$dir/build.log
-	expected_stamp=$(nvq_debug_kernel_stamp) || { echo "could not compute the build stamp"; return 1; }
+	expected_stamp=$(nvq_debug_kernel_stamp) || { echo "computing the build stamp failed"; return 1; }
 
 	if [[ -f $stamp_file && $(<"$stamp_file") == "$expected_stamp" && -f $(nvq_debug_kernel_image) &&
 		-f $tree/Module.symvers ]]; then
@@ -123,10 +125,13 @@ nvq_debug_kernel_build() {
 	fi
 
 	mkdir -p "$dir"
-	# A tree from another source version is unpacked again. One from
-	# the same version is reconfigured in place, and make rebuilds only
-	# what the config change touches.
-	if [[ ! -f $stamp_file || $(grep '^linux-source-6.12 ' "$stamp_file") != "$(grep '^linux-source-6.12 ' <<<"$expected_stamp")" ]]; then
+	# A tree without a stamp (never built, or its build failed or was
+	# interrupted) or from another source version is unpacked again. One
+	# from the same version is reconfigured in place, and make rebuilds
+	# only what the change touches.
+	built_source=$(grep '^linux-source-6.12 ' "$stamp_file" 2>/dev/null || true)
+	expected_source=$(grep '^linux-source-6.12 ' <<<"$expected_stamp")
+	if [[ -z $built_source || $built_source != "$expected_source" ]]; then
 		echo "unpacking $NVQ_DEBUG_KERNEL_TARBALL into $dir"
 		rm -rf "$tree" "$stamp_file"
 		tar -xJf "$NVQ_DEBUG_KERNEL_TARBALL" -C "$dir" || { echo "could not unpack $NVQ_DEBUG_KERNEL_TARBALL"; return 1; }

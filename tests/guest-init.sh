@@ -104,6 +104,14 @@ run_step() {
 	consumer_unload)
 		rmmod "$CONSUMER_NAME" || rc=$?
 		;;
+	dkms_modprobe)
+		# busybox modprobe first hands a .ko.xz to the kernel as it is
+		# ("Invalid ELF header magic"), then loads it decompressed.
+		modprobe "$MODULE_NAME" || rc=$?
+		;;
+	dkms_unload)
+		rmmod "$MODULE_NAME" || rc=$?
+		;;
 	kmemleak_scan)
 		kmemleak_scan || rc=$?
 		;;

@@ -75,7 +75,9 @@ NVQ_SPLAT_PATTERNS=(
 
 # Taint bits that loading any unsigned out-of-tree module sets:
 # TAINT_OOT_MODULE (O, 4096) and TAINT_UNSIGNED_MODULE (E, 8192).
-NVQ_EXPECTED_TAINT_MASK=$((4096 | 8192))
+# KUnit also sets TAINT_TEST (N, 262144) when it runs a suite, which the
+# debug kernel does at every load of the module.
+NVQ_EXPECTED_TAINT_MASK=$((4096 | 8192 | 262144))
 
 # Kernel arguments of every boot. panic_on_warn turns any WARN into a failed
 # boot. tsc=reliable keeps 6.1 from falling back to the slower hpet clock
@@ -257,8 +259,8 @@ nvq_build_module() {
 # /init, the given module as /nv-kthread-q.ko and, if given, the example
 # consumer as /nvq-consumer.ko.
 nvq_build_initramfs() {
-	local module_path=$1 output=$2 consumer_path=${3:-}
-	local busybox staging
+	local module_path=$1 output=$2 consumer_path=${3:-} dkms_release=${4:-}
+	local busybox staging dkms_module modules_dir
 
 	busybox=$(command -v busybox) || nvq_die "busybox not found (package busybox-static)"
 	staging=$(mktemp -d)
@@ -270,6 +272,15 @@ nvq_build_initramfs() {
 	cp "$module_path" "$staging/$NVQ_MODULE_FILE"
 	if [[ -n $consumer_path ]]; then
 		cp "$consumer_path" "$staging/nvq-consumer.ko"
+	fi
+	# The module that DKMS installed, where modprobe finds it.
+	if [[ -n $dkms_release ]]; then
+		modules_dir=/lib/modules/$dkms_release
+		mkdir -p "$staging$modules_dir/updates/dkms"
+		for dkms_module in "$modules_dir"/updates/dkms/nv-kthread-q.ko*; do
+			cp "$dkms_module" "$staging$modules_dir/updates/dkms/"
+		done
+		cp "$modules_dir/modules.dep" "$staging$modules_dir/"
 	fi
 
 	mkdir -p "$(dirname "$output")"
@@ -486,6 +497,40 @@ nvq_check_load_without_self_test() {
 		echo "kernel log of step $step:"
 		nvq_print_head "$lines" 60
 	fi
+	return 1
+}
+
+# Check the KTAP results of the KUnit suite, which a kernel built with
+# CONFIG_KUNIT runs at every load of the module: each run must report every
+# self-test case as passed, and no test may be "not ok".
+nvq_check_kunit() {
+	local kernel_log=$1
+	local stats_re='# nvq_kunit_run_case: pass:([0-9]+) fail:([0-9]+) skip:([0-9]+) total:([0-9]+)'
+	local case_count line runs=0
+	local -a problems=()
+
+	case_count=$(grep -E "$NVQ_VERDICT_PASSED_RE" <<<"$kernel_log" | head -n 1 |
+		sed -E 's/.*passed: [0-9]+ of ([0-9]+) cases.*/\1/')
+	while IFS= read -r line; do
+		[[ $line =~ $stats_re ]] || continue
+		runs=$((runs + 1))
+		if [[ ${BASH_REMATCH[1]} != "$case_count" || ${BASH_REMATCH[4]} != "$case_count" ]]; then
+			problems+=("KUnit run $runs: $line (expected pass and total of $case_count)")
+		fi
+	done < <(grep -E 'nvq_kunit_run_case: pass:' <<<"$kernel_log" || true)
+
+	if ((runs == 0)); then
+		problems+=("no KTAP results of the nv_kthread_q KUnit suite")
+	fi
+	if grep -qE '^\[[^]]*\] +not ok ' <<<"$kernel_log"; then
+		problems+=("KTAP 'not ok' lines:")
+		problems+=("$(grep -E '^\[[^]]*\] +not ok ' <<<"$kernel_log" | head -n 30)")
+	fi
+	if ((${#problems[@]} == 0)); then
+		echo "$runs KUnit runs, each $case_count of $case_count cases passed"
+		return 0
+	fi
+	printf '%s\n' "${problems[@]}"
 	return 1
 }
 

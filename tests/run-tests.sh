@@ -21,6 +21,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/static-checks.sh"
 # shellcheck source-path=SCRIPTDIR source=debug-kernel/build.sh
 source "$(dirname "${BASH_SOURCE[0]}")/debug-kernel/build.sh"
+# shellcheck source-path=SCRIPTDIR source=packaging.sh
+source "$(dirname "${BASH_SOURCE[0]}")/packaging.sh"
 
 # One boot per line: the kernel and the guest topology from NVQ_TOPOLOGIES
 # in lib.sh. The kernel is either a kernel image metapackage, whose
@@ -49,6 +51,8 @@ NVQ_DEBUG_BOOT_TIMEOUT=${NVQ_DEBUG_BOOT_TIMEOUT:-300}
 NVQ_SUITE_STEPS=load1,unload1,load2,unload2,consumer_alone,load_no_self_test
 NVQ_SUITE_STEPS+=,consumer_load,unload_in_use,consumer_unload,unload_no_self_test
 NVQ_DEBUG_SUITE_STEPS=$NVQ_SUITE_STEPS,kmemleak_scan
+# Debian kernels also load the module that DKMS installed, with modprobe.
+NVQ_DISTRO_SUITE_STEPS=$NVQ_SUITE_STEPS,dkms_modprobe,dkms_unload
 
 passed=0
 failed=0
@@ -119,7 +123,14 @@ run_boot() {
 	run_check "$label: unload refused while in use" \
 		nvq_check_step_values "$kernel_log" unload_in_use "loaded=yes consumer=yes"
 	run_check "$label: consumer work and unload" nvq_check_consumer_unload "$kernel_log"
+	if [[ ,$steps, == *,dkms_modprobe,* ]]; then
+		run_check "$label: modprobe of the DKMS module" \
+			nvq_check_self_test_load "$kernel_log" dkms_modprobe
+		run_check "$label: unload of the DKMS module" \
+			nvq_check_unload "$kernel_log" dkms_unload dkms_modprobe
+	fi
 	if [[ ,$steps, == *,kmemleak_scan,* ]]; then
+		run_check "$label: KUnit suite results" nvq_check_kunit "$kernel_log"
 		run_check "$label: kmemleak scan" nvq_check_kmemleak "$kernel_log"
 	fi
 	run_check "$label: guest NUMA nodes" nvq_check_guest_nodes "$kernel_log" "$topology"
@@ -163,7 +174,7 @@ select_matrix_entries() {
 main() {
 	local entry kernel topology release build_output steps debug_output_file
 	local -a kernels=() image_metapackages=() distro_releases=()
-	local -A release_of=() build_ok=()
+	local -A release_of=() build_ok=() dkms_ok=()
 	local suite_start=$SECONDS debug_start
 
 	if ((EUID != 0)); then
@@ -184,7 +195,11 @@ main() {
 		fi
 	done
 	nvq_install_host_tools_and_kernels "${image_metapackages[@]}"
-	nvq_install_packages "${NVQ_CHECK_PACKAGES[@]}"
+	nvq_install_packages "${NVQ_CHECK_PACKAGES[@]}" "${NVQ_PACKAGING_PACKAGES[@]}"
+	# DKMS installs into this machine's /lib/modules; undo it however the
+	# suite ends.
+	trap nvq_dkms_remove_all EXIT
+	mkdir -p "$NVQ_CACHE/packaging"
 	# Installed here rather than in nvq_debug_kernel_build, because an
 	# apt-get failure there would end the suite with its message in a file.
 	if [[ " ${kernels[*]} " == *" $NVQ_DEBUG_KERNEL "* ]]; then
@@ -209,6 +224,7 @@ main() {
 				# release_of and build_ok use the kernel's name.
 				release_of[$kernel]=$kernel
 				build_ok[$kernel]=0
+				dkms_ok[$kernel]=0
 				continue
 			fi
 			report 1 "$kernel: kernel build" "$(<"$debug_output_file")"
@@ -223,17 +239,38 @@ main() {
 		nvq_log "building the module for $release"
 		if build_output=$(nvq_build_module "$release" "$NVQ_LOG_DIR/build-$release.log" 2>&1); then
 			build_ok[$release]=1
-			nvq_build_initramfs "$(nvq_module_path "$release")" "$NVQ_CACHE/initramfs/$release.cpio.gz" \
-				"$(nvq_consumer_path "$release")"
 		else
 			build_ok[$release]=0
 		fi
 		report "${build_ok[$release]}" "$release: module build" "$build_output"
+
+		dkms_ok[$release]=0
+		if [[ $kernel != "$NVQ_DEBUG_KERNEL" ]]; then
+			nvq_log "installing the module for $release with DKMS"
+			if build_output=$(nvq_check_dkms_install "$release" 2>&1); then
+				dkms_ok[$release]=1
+			fi
+			report "${dkms_ok[$release]}" "$release: dkms build and install" "$build_output"
+		fi
+		if ((build_ok[$release])); then
+			nvq_build_initramfs "$(nvq_module_path "$release")" "$NVQ_CACHE/initramfs/$release.cpio.gz" \
+				"$(nvq_consumer_path "$release")" \
+				"$( ((dkms_ok[$release])) && echo "$release")"
+		fi
 	done
 
 	# The static checks build against the Debian kernels' headers only.
 	skip_reason=
 	nvq_run_static_checks run_check "${distro_releases[@]}"
+	run_check "dkms.conf version matches Kbuild" nvq_check_versions_match
+	for release in "${distro_releases[@]}"; do
+		run_check "$release: make install and a consumer built against it" \
+			nvq_check_install_and_consumer_build "$release"
+	done
+	# The DKMS builds above created the signing key that make sign uses.
+	if ((${#distro_releases[@]} > 0)); then
+		run_check "${distro_releases[0]}: make sign" nvq_check_sign "${distro_releases[0]}"
+	fi
 
 	for entry in "${NVQ_MATRIX[@]}"; do
 		read -r kernel topology <<<"$entry"
@@ -243,6 +280,9 @@ main() {
 			skip_reason="module build failed"
 		fi
 		steps=$NVQ_SUITE_STEPS
+		if ((dkms_ok[$release])); then
+			steps=$NVQ_DISTRO_SUITE_STEPS
+		fi
 		if [[ $kernel == "$NVQ_DEBUG_KERNEL" ]]; then
 			steps=$NVQ_DEBUG_SUITE_STEPS
 			if [[ $release == "$kernel" ]]; then
@@ -251,6 +291,10 @@ main() {
 		fi
 		run_boot "$release" "$topology" "$NVQ_CACHE/initramfs/$release.cpio.gz" "$steps"
 	done
+
+	if ((${#distro_releases[@]} > 0)); then
+		run_check "dkms remove leaves nothing behind" nvq_check_dkms_remove
+	fi
 
 	nvq_log "console and build logs: $NVQ_LOG_DIR"
 	nvq_log "suite took $((SECONDS - suite_start)) s"

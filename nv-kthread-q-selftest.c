@@ -1252,9 +1252,6 @@ EXPORT_SYMBOL(nv_kthread_q_run_self_test);
  * The same cases as a KUnit suite, one parameter per case, for kernels
  * built with CONFIG_KUNIT. nvq_test_fail() fails the running KUnit test,
  * and the suite reports KTAP like any other.
- *
- * NOTE: compiled against a 6.12 KUnit kernel, but no boot of the test
- * suite runs it yet.
  */
 static void nvq_kunit_case_name(const struct nvq_test_case *test_case,
 				char *desc)

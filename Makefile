@@ -78,8 +78,13 @@ sign: modules
 		echo "error: no signing key $(SIGN_KEY) or certificate $(SIGN_CERT)." >&2; \
 		echo "Pass SIGN_KEY= and SIGN_CERT=, or run a DKMS build once to create them." >&2; \
 		exit 1; }
-	$(KDIR)/scripts/sign-file $(or $(SIGN_HASH),sha256) $(SIGN_KEY) $(SIGN_CERT) \
-		nv-kthread-q.ko
+	@if tail -c 28 nv-kthread-q.ko | grep -q 'Module signature appended'; then \
+		echo "nv-kthread-q.ko is already signed; run make clean first to sign it again"; \
+	else \
+		echo "signing nv-kthread-q.ko with $(SIGN_KEY)"; \
+		$(KDIR)/scripts/sign-file $(or $(SIGN_HASH),sha256) $(SIGN_KEY) \
+			$(SIGN_CERT) nv-kthread-q.ko; \
+	fi
 
 dkms-install:
 	@command -v dkms >/dev/null || { \

@@ -197,7 +197,11 @@ main() {
 	nvq_install_host_tools_and_kernels "${image_metapackages[@]}"
 	nvq_install_packages "${NVQ_CHECK_PACKAGES[@]}" "${NVQ_PACKAGING_PACKAGES[@]}"
 	# DKMS installs into this machine's /lib/modules; undo it however the
-	# suite ends.
+	# suite ends. That would also remove a copy the user installed, so
+	# refuse to start while one is there.
+	if [[ -n $(dkms status -m "$NVQ_DKMS_NAME" 2>/dev/null) ]]; then
+		nvq_die "nv-kthread-q is already installed with DKMS; the suite installs and removes its own copy. Remove yours first (make dkms-remove) and run the suite again."
+	fi
 	trap nvq_dkms_remove_all EXIT
 	mkdir -p "$NVQ_CACHE/packaging"
 	# Installed here rather than in nvq_debug_kernel_build, because an

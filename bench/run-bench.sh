@@ -103,7 +103,10 @@ bench_build() {
 
 	build_dir=$(nvq_build_dir "$release")
 	mkdir -p "$build_dir/bench"
-	cp "$BENCH_DIR"/{Makefile,Kbuild,nvq-bench.c} "$build_dir/bench/"
+	# The bench Makefile includes the example consumer's by a relative
+	# path, so the copy gets the consumer's Makefile itself.
+	cp "$BENCH_DIR"/{Kbuild,nvq-bench.c} "$build_dir/bench/"
+	cp "$NVQ_REPO_DIR/examples/consumer/Makefile" "$build_dir/bench/Makefile"
 	if ! make -C "$build_dir/bench" KERNELRELEASE="$release" NVQ_DIR="$build_dir" \
 		>>"$log_file" 2>&1; then
 		tail -n 20 "$log_file"

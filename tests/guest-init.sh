@@ -112,6 +112,9 @@ run_step() {
 	dkms_unload)
 		rmmod "$MODULE_NAME" || rc=$?
 		;;
+	lockdep_probe)
+		insmod /nvq-lockdep-probe.ko || rc=$?
+		;;
 	kmemleak_scan)
 		kmemleak_scan || rc=$?
 		;;

@@ -500,6 +500,52 @@ nvq_check_load_without_self_test() {
 	return 1
 }
 
+# Build tests/lockdep-probe against the module built for RELEASE, and pack
+# an initramfs that is BASE_INITRD plus /nvq-lockdep-probe.ko. The kernel
+# unpacks concatenated cpio archives in order. Writes make's output to
+# LOG_FILE.
+nvq_build_lockdep_probe_initramfs() {
+	local release=$1 base_initrd=$2 output=$3 log_file=$4
+	local build_dir probe_dir staging
+
+	build_dir=$(nvq_build_dir "$release")
+	probe_dir=$build_dir/lockdep-probe
+	rm -rf "$probe_dir"
+	mkdir -p "$probe_dir"
+	cp "$NVQ_TESTS_DIR"/lockdep-probe/{Kbuild,nvq-lockdep-probe.c} "$probe_dir/"
+	if ! make -C "$(nvq_kernel_tree "$release")" M="$probe_dir" NVQ_DIR="$build_dir" \
+		KBUILD_EXTRA_SYMBOLS="$build_dir/Module.symvers" modules >"$log_file" 2>&1; then
+		echo "make of the lockdep probe failed, last lines of $log_file:"
+		tail -n 20 "$log_file"
+		return 1
+	fi
+
+	staging=$(mktemp -d)
+	cp "$probe_dir/nvq-lockdep-probe.ko" "$staging/"
+	{
+		cat "$base_initrd"
+		(cd "$staging" && find . -print0 | cpio --null --create --format=newc --owner=0:0 --quiet) | gzip -1
+	} >"$output"
+	rm -rf "$staging"
+}
+
+# Check that lockdep reported the circular dependency that the lockdep
+# probe sets up between its mutex and a queue flush, naming both.
+nvq_check_lockdep_probe() {
+	local kernel_log=$1
+	local lines pattern
+
+	nvq_check_step_values "$kernel_log" lockdep_probe "rc=0" || return 1
+	lines=$(nvq_step_lines "$kernel_log" lockdep_probe)
+	for pattern in 'possible circular locking dependency detected' '\(\(nv_kthread_q\)\)' 'probe_mutex'; do
+		if ! grep -qE "$pattern" <<<"$lines"; then
+			echo "no line matching '$pattern' in step lockdep_probe:"
+			nvq_print_head "$lines" 40
+			return 1
+		fi
+	done
+}
+
 # Check the KTAP results of the KUnit suite, which a kernel built with
 # CONFIG_KUNIT runs at every load of the module: each run must report every
 # self-test case as passed, and no test may be "not ok".

@@ -153,6 +153,32 @@ prepare_debug_kernel() {
 	NVQ_RELEASE_BOOT_TIMEOUT[$debug_release]=$NVQ_DEBUG_BOOT_TIMEOUT
 }
 
+# Boot the debug kernel once more with the lockdep probe, which must make
+# lockdep report a flush that holds a lock its callbacks take. The report
+# is the expected result here, so this boot skips the clean-log check.
+run_lockdep_probe() {
+	local release=$1
+	local initrd=$NVQ_CACHE/initramfs/$release-lockdep-probe.cpio.gz
+	local log_file=$NVQ_LOG_DIR/$release-lockdep-probe.log
+	local label="$release lockdep probe"
+	local output kernel_log qemu_status=0
+
+	if ! output=$(nvq_build_lockdep_probe_initramfs "$release" \
+		"$NVQ_CACHE/initramfs/$release.cpio.gz" "$initrd" \
+		"$NVQ_LOG_DIR/build-$release-lockdep-probe.log" 2>&1); then
+		report 0 "$label: build" "$output"
+		return
+	fi
+	nvq_log "booting $label, console log: $log_file"
+	nvq_boot "$release" "$initrd" numa1 load_no_self_test,lockdep_probe "$log_file" ||
+		qemu_status=$?
+	kernel_log=$(nvq_kernel_log "$log_file")
+
+	run_check "$label: lockdep reports the flush" nvq_check_lockdep_probe "$kernel_log"
+	run_check "$label: boot finished in time" \
+		nvq_check_boot_finished "$log_file" "$qemu_status" "$(nvq_boot_timeout "$release")"
+}
+
 # Keep only the NVQ_MATRIX entries whose kernel is one of KERNELS.
 select_matrix_entries() {
 	local kernels=$1
@@ -295,6 +321,10 @@ main() {
 		fi
 		run_boot "$release" "$topology" "$NVQ_CACHE/initramfs/$release.cpio.gz" "$steps"
 	done
+
+	if [[ -n $debug_release ]] && ((build_ok[$debug_release])); then
+		run_lockdep_probe "$debug_release"
+	fi
 
 	if ((${#distro_releases[@]} > 0)); then
 		run_check "dkms remove leaves nothing behind" nvq_check_dkms_remove

@@ -18,7 +18,7 @@
  *
  * q_kthread is written only by init and stop, which the caller must not
  * run concurrently with each other. Schedule and flush read it without the
- * lock, only to reject a queue that is not running; the exit flag, read
+ * lock, only to reject a queue that is not running. The exit flag, read
  * under q_lock, decides whether an item is accepted.
  */
 #ifndef __NV_KTHREAD_QUEUE_OS_H__

@@ -918,10 +918,10 @@ static enum hrtimer_restart nvq_test_timer_fire(struct hrtimer *timer)
 {
 	struct nvq_test_timer *t = container_of(timer, struct nvq_test_timer,
 						timer);
-	bool in_wanted_context = t->want_hardirq ? in_hardirq() :
-						   in_serving_softirq();
+	bool in_expected_context = t->want_hardirq ? in_hardirq() :
+						     in_serving_softirq();
 
-	if (!in_wanted_context)
+	if (!in_expected_context)
 		t->wrong_context = true;
 	t->accepted += nv_kthread_q_schedule_q_item(t->q, &t->item.q_item);
 

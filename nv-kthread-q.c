@@ -37,10 +37,10 @@
 
 /*
  * The self-test misuses the API on purpose. While it does, misuse reported
- * against the one queue it names is counted here instead of warned about,
- * so that loading the module leaves no WARNING splat and no warning taint,
- * and the test can check that each misuse was detected. Misuse of any other queue
- * always warns.
+ * against the one queue it names is counted here instead of warned about.
+ * Loading the module then leaves no WARNING splat and no warning taint,
+ * and the test can check that each misuse was detected. Misuse of any other
+ * queue always warns.
  */
 static struct {
 	bool armed;

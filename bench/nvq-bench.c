@@ -20,8 +20,9 @@
  * implementation (for example throughput of the floor, which has no queue)
  * is not printed. bench/run-bench.sh turns these lines into tables.
  *
- * The load fails only if a queue or an allocation cannot be set up, never
- * because of a measured value.
+ * The load fails if a queue or an allocation cannot be set up, or if an
+ * implementation rejects an item or returns from a flush before its
+ * items ran. It never fails because of a measured time.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt

@@ -206,13 +206,25 @@ nvq_consumer_path() {
 	echo "$(nvq_build_dir "$1")/consumer/nvq-consumer.ko"
 }
 
+# Check that the vermagic of MODULE (a .ko or .ko.xz) names RELEASE.
+nvq_check_vermagic() {
+	local module=$1 release=$2
+	local vermagic
+
+	vermagic=$(modinfo -F vermagic "$module")
+	if [[ $vermagic != "$release "* ]]; then
+		echo "vermagic '$vermagic' of $module does not match $release"
+		return 1
+	fi
+}
+
 # Build the module for one kernel release in a fresh copy of the sources
 # under $NVQ_CACHE/build/<release>, so no object file is shared between
 # kernels. Writes make's output to LOG_FILE. Fails unless the .ko exists
 # and its vermagic names the release.
 nvq_build_module() {
 	local release=$1 log_file=$2
-	local build_dir kdir vermagic source
+	local build_dir kdir source
 	local -a sources=()
 
 	build_dir=$(nvq_build_dir "$release")
@@ -238,11 +250,7 @@ nvq_build_module() {
 		echo "make succeeded but $build_dir/$NVQ_MODULE_FILE is missing"
 		return 1
 	fi
-	vermagic=$(modinfo -F vermagic "$build_dir/$NVQ_MODULE_FILE")
-	if [[ $vermagic != "$release "* ]]; then
-		echo "vermagic '$vermagic' of $build_dir/$NVQ_MODULE_FILE does not match $release"
-		return 1
-	fi
+	nvq_check_vermagic "$build_dir/$NVQ_MODULE_FILE" "$release" || return 1
 
 	# The example consumer, linked against this build's Module.symvers.
 	mkdir -p "$build_dir/consumer"

@@ -112,7 +112,7 @@ nvq_dkms_module_path() {
 nvq_check_dkms_install() {
 	local release=$1
 	local copy=$NVQ_CACHE/packaging/$release/dkms
-	local module vermagic
+	local module
 
 	mkdir -p "$(dirname "$copy")"
 	if ! nvq_make_in_copy "$copy" "$release" dkms-install >"$copy.log" 2>&1; then
@@ -125,11 +125,7 @@ nvq_check_dkms_install() {
 		echo "no module in /lib/modules/$release/updates/dkms after dkms install"
 		return 1
 	fi
-	vermagic=$(modinfo -F vermagic "$module")
-	if [[ $vermagic != "$release "* ]]; then
-		echo "vermagic '$vermagic' of $module does not match $release"
-		return 1
-	fi
+	nvq_check_vermagic "$module" "$release" || return 1
 	if [[ -z $(modinfo -F signer "$module") ]]; then
 		echo "$module is not signed"
 		return 1

@@ -8,9 +8,10 @@
 # DKMS installs into /lib/modules/<release>/updates/dkms of this machine.
 # nvq_dkms_remove_all undoes it, and run-tests.sh calls it on exit.
 
-# Read by run-tests.sh, which installs them.
+# Read by run-tests.sh, which installs them. DKMS creates its signing key
+# with openssl, which the dkms package does not depend on.
 # shellcheck disable=SC2034
-NVQ_PACKAGING_PACKAGES=(dkms xz-utils)
+NVQ_PACKAGING_PACKAGES=(dkms openssl xz-utils)
 
 NVQ_DKMS_NAME=nv-kthread-q
 

@@ -6,11 +6,15 @@
 # log and powers off. The host parses the console log for these lines:
 #
 #   NVQ-STEP-BEGIN <step>                  a step starts
-#   NVQ-STEP <step> rc=<n> loaded=<yes|no> consumer=<yes|no>
+#   NVQ-STEP <step> rc=<n> loaded=<yes|no> consumer=<yes|no> stress=<yes|no>
 #                                          a step ended with exit status n;
-#                                          loaded and consumer tell whether
-#                                          nv_kthread_q and nvq_consumer
-#                                          are loaded afterwards
+#                                          loaded, consumer and stress tell
+#                                          whether nv_kthread_q, nvq_consumer
+#                                          and nvq_stress are loaded
+#                                          afterwards
+#   NVQ-STRESS-CHURN cycles=<n> failures=<n>
+#                                          load and unload cycles of the
+#                                          stress module (step stress_churn)
 #   NVQ-TAINT <when>=<n>                   /proc/sys/kernel/tainted
 #   NVQ-NODES online=<list>                online NUMA nodes, e.g. 0-1
 #   NVQ-KMEMLEAK <line>                    a line of the kmemleak report
@@ -29,6 +33,15 @@ MODULE_FILE=/nv-kthread-q.ko
 MODULE_NAME=nv_kthread_q
 CONSUMER_FILE=/nvq-consumer.ko
 CONSUMER_NAME=nvq_consumer
+STRESS_FILE=/nvq-stress.ko
+STRESS_NAME=nvq_stress
+# Load and unload cycles of step stress_churn.
+STRESS_CHURN_CYCLES=100
+# Step stress_idle lowers the hung-task timeout to this many seconds and
+# leaves the stress module's queues idle for this many ms, so that the
+# detector scans the idle threads and the waiting insmod at least twice.
+STRESS_IDLE_HUNG_TASK_TIMEOUT=2
+STRESS_IDLE_MS=6000
 DEFAULT_STEPS=load1,unload1,load2,unload2,load_no_self_test,unload_no_self_test
 KMEMLEAK_FILE=/sys/kernel/debug/kmemleak
 # Report lines copied to the kernel log, at most.
@@ -78,6 +91,72 @@ kmemleak_scan() {
 	fi
 }
 
+# Run the stress module with the given parameters. It needs nv-kthread-q,
+# which this loads without its self-test and unloads again unless it was
+# loaded before.
+stress_run() {
+	loaded_here=no
+	if [ "$(module_state)" = no ]; then
+		insmod "$MODULE_FILE" run_self_test=0 || return 1
+		loaded_here=yes
+	fi
+
+	result=0
+	insmod "$STRESS_FILE" "$@" || result=$?
+	if [ "$(module_state "$STRESS_NAME")" = yes ]; then
+		rmmod "$STRESS_NAME" || result=$?
+	fi
+	if [ "$loaded_here" = yes ]; then
+		rmmod "$MODULE_NAME" || result=$?
+	fi
+	return "$result"
+}
+
+# Leave the stress module's queues idle with a hung-task timeout shorter
+# than the idle time, which reports any task stuck in D state meanwhile.
+stress_idle() {
+	timeout_file=/proc/sys/kernel/hung_task_timeout_secs
+	if [ ! -w "$timeout_file" ]; then
+		echo "guest-init: $timeout_file not found: the kernel has no hung-task detector" >&2
+		return 1
+	fi
+	saved_timeout=$(cat "$timeout_file") || return 1
+	echo "$STRESS_IDLE_HUNG_TASK_TIMEOUT" >"$timeout_file" || return 1
+
+	result=0
+	stress_run test=idle idle_ms="$STRESS_IDLE_MS" || result=$?
+
+	echo "$saved_timeout" >"$timeout_file"
+	return "$result"
+}
+
+# Load the stress module with test=churn and unload it, STRESS_CHURN_CYCLES
+# times, and log how many loads or unloads failed.
+stress_churn() {
+	loaded_here=no
+	if [ "$(module_state)" = no ]; then
+		insmod "$MODULE_FILE" run_self_test=0 || return 1
+		loaded_here=yes
+	fi
+
+	cycle=0
+	failures=0
+	while [ "$cycle" -lt "$STRESS_CHURN_CYCLES" ]; do
+		if insmod "$STRESS_FILE" test=churn; then
+			rmmod "$STRESS_NAME" || failures=$((failures + 1))
+		else
+			failures=$((failures + 1))
+		fi
+		cycle=$((cycle + 1))
+	done
+	mark "STRESS-CHURN cycles=$cycle failures=$failures"
+
+	if [ "$loaded_here" = yes ]; then
+		rmmod "$MODULE_NAME" || failures=$((failures + 1))
+	fi
+	[ "$failures" -eq 0 ]
+}
+
 run_step() {
 	step=$1
 	rc=0
@@ -118,12 +197,27 @@ run_step() {
 	kmemleak_scan)
 		kmemleak_scan || rc=$?
 		;;
+	stress)
+		# 6 s on Debian's 6.12 under TCG with 2 vCPUs on an idle host.
+		stress_run duration_ms=2000 stop_rounds=100 cycles=10000 || rc=$?
+		;;
+	stress_debug)
+		# KASAN and lockdep make the debug kernel several times slower,
+		# so the timed phases are shorter there.
+		stress_run duration_ms=1000 stop_rounds=20 cycles=10000 || rc=$?
+		;;
+	stress_idle)
+		stress_idle || rc=$?
+		;;
+	stress_churn)
+		stress_churn || rc=$?
+		;;
 	*)
 		echo "guest-init: unknown step '$step'" >&2
 		rc=127
 		;;
 	esac
-	mark "STEP $step rc=$rc loaded=$(module_state) consumer=$(module_state "$CONSUMER_NAME")"
+	mark "STEP $step rc=$rc loaded=$(module_state) consumer=$(module_state "$CONSUMER_NAME") stress=$(module_state "$STRESS_NAME")"
 }
 
 steps=$DEFAULT_STEPS

@@ -261,11 +261,23 @@ nvq_build_module() {
 		tail -n 20 "$log_file"
 		return 1
 	fi
+
+	# The stress test, built the same way with the consumer's Makefile.
+	mkdir -p "$build_dir/stress"
+	cp "$NVQ_SRC_DIR"/examples/consumer/Makefile "$NVQ_SRC_DIR"/tests/stress/{Kbuild,nvq-stress.c} \
+		"$build_dir/stress/"
+	if ! make -C "$build_dir/stress" KERNELRELEASE="$release" KDIR="$kdir" NVQ_DIR="$build_dir" \
+		>>"$log_file" 2>&1; then
+		echo "make of the stress test failed for $release, last lines of $log_file:"
+		tail -n 20 "$log_file"
+		return 1
+	fi
 }
 
 # Pack a gzip'ed newc initramfs with the static busybox, guest-init.sh as
-# /init, the given module as /nv-kthread-q.ko and, if given, the example
-# consumer as /nvq-consumer.ko.
+# /init, the given module as /nv-kthread-q.ko, the stress test built beside
+# it (in stress/) as /nvq-stress.ko and, if given, the example consumer as
+# /nvq-consumer.ko.
 nvq_build_initramfs() {
 	local module_path=$1 output=$2 consumer_path=${3:-} dkms_release=${4:-}
 	local busybox staging dkms_module modules_dir
@@ -278,6 +290,9 @@ nvq_build_initramfs() {
 	ln -s busybox "$staging/bin/sh"
 	install -m 0755 "$NVQ_TESTS_DIR/guest-init.sh" "$staging/init"
 	cp "$module_path" "$staging/$NVQ_MODULE_FILE"
+	if [[ -f $(dirname "$module_path")/stress/nvq-stress.ko ]]; then
+		cp "$(dirname "$module_path")/stress/nvq-stress.ko" "$staging/"
+	fi
 	if [[ -n $consumer_path ]]; then
 		cp "$consumer_path" "$staging/nvq-consumer.ko"
 	fi
@@ -732,4 +747,78 @@ nvq_check_boot_finished() {
 		echo "QEMU exited with status $qemu_status"
 		return 1
 	fi
+}
+
+NVQ_STRESS_PHASES=(producers rescheduling "flush race" "stop race" cycles)
+
+# Check that step STEP loaded and unloaded the stress module and that it
+# passed: one "passed" line per phase, the verdict line, and no FAIL line.
+# Prints the phase and verdict lines with their figures.
+nvq_check_stress() {
+	local kernel_log=$1 step=$2
+	local lines phase
+	local -a problems=()
+
+	nvq_check_step_values "$kernel_log" "$step" "rc=0 loaded=no stress=no" || return 1
+	lines=$(nvq_step_lines "$kernel_log" "$step")
+	for phase in "${NVQ_STRESS_PHASES[@]}"; do
+		if ! grep -q "nvq_stress: $phase: passed: " <<<"$lines"; then
+			problems+=("no 'passed' line of phase '$phase'")
+		fi
+	done
+	if ! grep -qE "nvq_stress: passed: ${#NVQ_STRESS_PHASES[@]} phases, " <<<"$lines"; then
+		problems+=("no verdict 'nvq_stress: passed: ${#NVQ_STRESS_PHASES[@]} phases, ...'")
+	fi
+	if grep -qE 'nvq_stress: .*(FAIL|FAILED)' <<<"$lines"; then
+		problems+=("FAIL lines from the stress test")
+	fi
+
+	if ((${#problems[@]} == 0)); then
+		grep -E 'nvq_stress: (.*: )?passed: ' <<<"$lines" | sed 's/^\[[^]]*\] //'
+		return 0
+	fi
+	printf '%s\n' "${problems[@]}"
+	echo "kernel log of step $step:"
+	nvq_print_head "$lines" 60
+	return 1
+}
+
+# Check that step stress_idle passed: the stress module's idle queues
+# neither ran nor woke, and the hung-task detector stayed quiet (the
+# console check fails on its reports).
+nvq_check_stress_idle() {
+	local kernel_log=$1
+	local lines
+
+	nvq_check_step_values "$kernel_log" stress_idle "rc=0 loaded=no stress=no" || return 1
+	lines=$(nvq_step_lines "$kernel_log" stress_idle)
+	if ! grep -q 'nvq_stress: idle: passed: ' <<<"$lines" ||
+		grep -qE 'nvq_stress: .*FAIL' <<<"$lines"; then
+		echo "no 'nvq_stress: idle: passed:' line, or a FAIL line, in step stress_idle:"
+		nvq_print_head "$lines" 40
+		return 1
+	fi
+	grep 'nvq_stress: idle: passed: ' <<<"$lines" | sed 's/^\[[^]]*\] //'
+}
+
+# Check that step stress_churn loaded and unloaded the stress module
+# CYCLES times without a failure, and that each unload logged a passed
+# line.
+nvq_check_stress_churn() {
+	local kernel_log=$1 cycles=$2
+	local lines marker passed_count
+
+	nvq_check_step_values "$kernel_log" stress_churn "rc=0 loaded=no stress=no" || return 1
+	lines=$(nvq_step_lines "$kernel_log" stress_churn)
+	marker=$(grep -o 'NVQ-STRESS-CHURN .*' <<<"$lines" | head -n 1)
+	passed_count=$(grep -c 'nvq_stress: churn: passed: ' <<<"$lines" || true)
+	if [[ $marker != "NVQ-STRESS-CHURN cycles=$cycles failures=0" ]] ||
+		((passed_count != cycles)) || grep -qE 'nvq_stress: .*FAIL' <<<"$lines"; then
+		echo "expected $cycles cycles without failures and $cycles passed lines;" \
+			"got '${marker:-no NVQ-STRESS-CHURN line}' and $passed_count passed lines:"
+		grep -E 'NVQ-STRESS-CHURN|nvq_stress: .*FAIL' <<<"$lines" | head -n 40
+		return 1
+	fi
+	echo "$marker, $passed_count passed lines; last one:"
+	grep 'nvq_stress: churn: passed: ' <<<"$lines" | tail -n 1 | sed 's/^\[[^]]*\] //'
 }

@@ -50,7 +50,11 @@ NVQ_DEBUG_BOOT_TIMEOUT=${NVQ_DEBUG_BOOT_TIMEOUT:-300}
 # Steps that guest-init.sh runs in every boot of the suite.
 NVQ_SUITE_STEPS=load1,unload1,load2,unload2,consumer_alone,load_no_self_test
 NVQ_SUITE_STEPS+=,consumer_load,unload_in_use,consumer_unload,unload_no_self_test
-NVQ_DEBUG_SUITE_STEPS=$NVQ_SUITE_STEPS,kmemleak_scan
+# The stress test, with a shorter run (stress_debug) on the slower debug
+# kernel. stress_churn loads and unloads it NVQ_STRESS_CHURN_CYCLES times.
+NVQ_DEBUG_SUITE_STEPS=$NVQ_SUITE_STEPS,stress_debug,stress_idle,stress_churn,kmemleak_scan
+NVQ_SUITE_STEPS+=,stress,stress_idle,stress_churn
+NVQ_STRESS_CHURN_CYCLES=100
 # Debian kernels also load the module that DKMS installed, with modprobe.
 NVQ_DISTRO_SUITE_STEPS=$NVQ_SUITE_STEPS,dkms_modprobe,dkms_unload
 
@@ -128,6 +132,19 @@ run_boot() {
 			nvq_check_self_test_load "$kernel_log" dkms_modprobe
 		run_check "$label: unload of the DKMS module" \
 			nvq_check_unload "$kernel_log" dkms_unload dkms_modprobe
+	fi
+	if [[ ,$steps, == *,stress,* ]]; then
+		run_check "$label: stress test" nvq_check_stress "$kernel_log" stress
+	fi
+	if [[ ,$steps, == *,stress_debug,* ]]; then
+		run_check "$label: stress test" nvq_check_stress "$kernel_log" stress_debug
+	fi
+	if [[ ,$steps, == *,stress_idle,* ]]; then
+		run_check "$label: stress test, idle queues" nvq_check_stress_idle "$kernel_log"
+	fi
+	if [[ ,$steps, == *,stress_churn,* ]]; then
+		run_check "$label: stress test, load and unload churn" \
+			nvq_check_stress_churn "$kernel_log" "$NVQ_STRESS_CHURN_CYCLES"
 	fi
 	if [[ ,$steps, == *,kmemleak_scan,* ]]; then
 		run_check "$label: KUnit suite results" nvq_check_kunit "$kernel_log"

@@ -191,6 +191,8 @@ struct stress_rescheduler {
 	u32 magic;
 	atomic_t state;			/* enum stress_item_state */
 	struct stress_queue *sq;
+	/* Sleeps between reading the stop flag and rescheduling. */
+	bool slow;
 	bool stop;
 	atomic64_t scheduled;
 	atomic64_t runs;
@@ -361,7 +363,7 @@ static bool stress_schedule_item(struct stress_producer *p,
 				 struct stress_queue *sq)
 {
 	struct stress_item *item;
-	bool stopping;
+	bool stopping_before, stopping;
 	int ret;
 
 	item = stress_find_idle_item(p);
@@ -391,8 +393,13 @@ static bool stress_schedule_item(struct stress_producer *p,
 	item->cookie = stress_cookie(item);
 
 	p->scheduled++;
+	stopping_before = atomic_read(&sq->q.main_loop_should_exit);
 	ret = nv_kthread_q_schedule_q_item(&sq->q, &item->q_item);
 	if (ret == 1) {
+		/* Once stop set the exit flag, schedule must return 0. */
+		if (stopping_before)
+			stress_fail("queue %u accepted item %u of producer %u after stop began\n",
+				    sq->index, item->index, p->id);
 		p->next_seq[sq->index]++;
 		atomic64_inc(&p->accepted[sq->index]);
 		goto out;
@@ -832,6 +839,14 @@ static void stress_rescheduler_run(void *args)
 		atomic_set(&r->state, STRESS_IDLE);
 		return;
 	}
+	/*
+	 * Work done after the flag was read widens the window in which the
+	 * owner sets the flag and flushes while this run, which missed the
+	 * flag, has yet to reschedule. Only a flush that waits for that
+	 * last run as well finds the item idle afterwards.
+	 */
+	if (r->slow)
+		usleep_range(20, 50);
 	atomic_set(&r->state, STRESS_QUEUED);
 	atomic64_inc(&r->scheduled);
 	if (nv_kthread_q_schedule_q_item(&r->sq->q, &r->q_item) != 1) {
@@ -855,6 +870,7 @@ static void stress_reschedulers_init(struct stress_context *ctx)
 			r->magic = STRESS_RESCHEDULER_MAGIC;
 			atomic_set(&r->state, STRESS_IDLE);
 			r->sq = &ctx->queues[q];
+			r->slow = i == 0;
 			r->stop = true;
 		}
 	}

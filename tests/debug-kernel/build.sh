@@ -6,11 +6,13 @@
 #
 #   debug  debug.config: lockdep with raw-lock nesting checks, KASAN,
 #          kmemleak, UBSAN, object debugging, fault injection and KUnit
+#   race   race.config: KCSAN, the data race detector, which cannot be
+#          combined with KASAN
 #
 # Run it directly to build or check the cached kernels of the given
 # flavours, or of all flavours without arguments:
 #
-#   tests/debug-kernel/build.sh [debug]
+#   tests/debug-kernel/build.sh [debug] [race]
 #
 # or source it after tests/lib.sh and call nvq_test_kernel_build FLAVOUR.
 # The nvq_debug_kernel_* functions do the same for the debug flavour.
@@ -27,7 +29,7 @@
 # once.
 
 NVQ_TEST_KERNEL_SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-NVQ_TEST_KERNEL_FLAVOURS=(debug)
+NVQ_TEST_KERNEL_FLAVOURS=(debug race)
 NVQ_TEST_KERNEL_TARBALL=/usr/src/linux-source-6.12.tar.xz
 # Packages that the kernel build needs.
 NVQ_TEST_KERNEL_PACKAGES=(linux-source-6.12 xz-utils gcc make flex bison bc libelf-dev libssl-dev)

@@ -759,7 +759,7 @@ nvq_check_stress() {
 	local lines phase
 	local -a problems=()
 
-	nvq_check_step_values "$kernel_log" "$step" "rc=0 loaded=no stress=no" || return 1
+	nvq_check_step_values "$kernel_log" "$step" "rc=0 stress=no" || return 1
 	lines=$(nvq_step_lines "$kernel_log" "$step")
 	for phase in "${NVQ_STRESS_PHASES[@]}"; do
 		if ! grep -q "nvq_stress: $phase: passed: " <<<"$lines"; then
@@ -790,7 +790,7 @@ nvq_check_stress_idle() {
 	local kernel_log=$1
 	local lines
 
-	nvq_check_step_values "$kernel_log" stress_idle "rc=0 loaded=no stress=no" || return 1
+	nvq_check_step_values "$kernel_log" stress_idle "rc=0 stress=no" || return 1
 	lines=$(nvq_step_lines "$kernel_log" stress_idle)
 	if ! grep -q 'nvq_stress: idle: passed: ' <<<"$lines" ||
 		grep -qE 'nvq_stress: .*FAIL' <<<"$lines"; then
@@ -808,7 +808,7 @@ nvq_check_stress_churn() {
 	local kernel_log=$1 cycles=$2
 	local lines marker passed_count
 
-	nvq_check_step_values "$kernel_log" stress_churn "rc=0 loaded=no stress=no" || return 1
+	nvq_check_step_values "$kernel_log" stress_churn "rc=0 stress=no" || return 1
 	lines=$(nvq_step_lines "$kernel_log" stress_churn)
 	marker=$(grep -o 'NVQ-STRESS-CHURN .*' <<<"$lines" | head -n 1)
 	passed_count=$(grep -c 'nvq_stress: churn: passed: ' <<<"$lines" || true)

@@ -52,8 +52,9 @@ NVQ_SUITE_STEPS=load1,unload1,load2,unload2,consumer_alone,load_no_self_test
 NVQ_SUITE_STEPS+=,consumer_load,unload_in_use,consumer_unload,unload_no_self_test
 # The stress test, with a shorter run (stress_debug) on the slower debug
 # kernel. stress_churn loads and unloads it NVQ_STRESS_CHURN_CYCLES times.
-NVQ_DEBUG_SUITE_STEPS=$NVQ_SUITE_STEPS,stress_debug,stress_idle,stress_churn,kmemleak_scan
-NVQ_SUITE_STEPS+=,stress,stress_idle,stress_churn
+# The stress steps keep nv-kthread-q loaded until stress_unload.
+NVQ_DEBUG_SUITE_STEPS=$NVQ_SUITE_STEPS,stress_debug,stress_idle,stress_churn,stress_unload,kmemleak_scan
+NVQ_SUITE_STEPS+=,stress,stress_idle,stress_churn,stress_unload
 NVQ_STRESS_CHURN_CYCLES=100
 # Debian kernels also load the module that DKMS installed, with modprobe.
 NVQ_DISTRO_SUITE_STEPS=$NVQ_SUITE_STEPS,dkms_modprobe,dkms_unload
@@ -145,6 +146,10 @@ run_boot() {
 	if [[ ,$steps, == *,stress_churn,* ]]; then
 		run_check "$label: stress test, load and unload churn" \
 			nvq_check_stress_churn "$kernel_log" "$NVQ_STRESS_CHURN_CYCLES"
+	fi
+	if [[ ,$steps, == *,stress_unload,* ]]; then
+		run_check "$label: unload after the stress test" \
+			nvq_check_unload "$kernel_log" stress_unload stress_churn
 	fi
 	if [[ ,$steps, == *,kmemleak_scan,* ]]; then
 		run_check "$label: KUnit suite results" nvq_check_kunit "$kernel_log"

@@ -1196,6 +1196,11 @@ static void stress_gate_keeper_run(void *args)
 	g->runs++;
 
 	if (!atomic_read(&sq->q.main_loop_should_exit)) {
+		/*
+		 * Sleep instead of spinning through the queue, which left
+		 * less CPU time for the producers' items and for stop.
+		 */
+		usleep_range(10, 20);
 		atomic_set(&g->state, STRESS_QUEUED);
 		g->scheduled++;
 		if (nv_kthread_q_schedule_q_item(&sq->q, &g->q_item) == 1)

@@ -42,6 +42,8 @@ STRESS_CHURN_CYCLES=100
 # detector scans the idle threads and the waiting insmod at least twice.
 STRESS_IDLE_HUNG_TASK_TIMEOUT=2
 STRESS_IDLE_MS=6000
+FAULTS_FILE=/nvq-faults.ko
+FAULTS_NAME=nvq_faults
 DEFAULT_STEPS=load1,unload1,load2,unload2,load_no_self_test,unload_no_self_test
 KMEMLEAK_FILE=/sys/kernel/debug/kmemleak
 # Report lines copied to the kernel log, at most.
@@ -89,6 +91,52 @@ kmemleak_scan() {
 	if [ "$line_count" -gt "$KMEMLEAK_MAX_LINES" ]; then
 		mark "KMEMLEAK ... $((line_count - KMEMLEAK_MAX_LINES)) more lines"
 	fi
+}
+
+# Run nvq-faults.ko test=inject. failslab fails only the allocations that
+# the test selects through fail_nth, and only once ignore-gfp-wait is N,
+# because the queue allocates with GFP_KERNEL. verbose=1 logs each fault
+# without a stack trace. The test calls schedule and flush on a queue whose
+# init failed, and both warn by contract, so panic_on_warn is off meanwhile.
+faults_inject() {
+	failslab=/sys/kernel/debug/failslab
+	if [ ! -d "$failslab" ]; then
+		mount -t debugfs debugfs /sys/kernel/debug || return 1
+	fi
+	if [ ! -d "$failslab" ]; then
+		echo "guest-init: $failslab not found: the kernel has no CONFIG_FAILSLAB" >&2
+		return 1
+	fi
+	echo N >"$failslab/ignore-gfp-wait" || return 1
+	echo 1 >"$failslab/verbose" || return 1
+	echo 0 >/proc/sys/kernel/panic_on_warn || return 1
+
+	result=0
+	insmod "$FAULTS_FILE" test=inject || result=$?
+
+	echo 1 >/proc/sys/kernel/panic_on_warn
+	echo Y >"$failslab/ignore-gfp-wait"
+	if [ "$result" -eq 0 ]; then
+		rmmod "$FAULTS_NAME" || result=$?
+	fi
+	return "$result"
+}
+
+# Run nvq-faults.ko test=stuck, which blocks a queue for 8 s, with a
+# hung-task timeout of 2 s, so that the detector reports the flusher.
+faults_stuck() {
+	timeout_file=/proc/sys/kernel/hung_task_timeout_secs
+	saved_timeout=$(cat "$timeout_file") || return 1
+	echo 2 >"$timeout_file" || return 1
+
+	result=0
+	insmod "$FAULTS_FILE" test=stuck hold_ms=8000 || result=$?
+
+	echo "$saved_timeout" >"$timeout_file"
+	if [ "$result" -eq 0 ]; then
+		rmmod "$FAULTS_NAME" || result=$?
+	fi
+	return "$result"
 }
 
 # Load nv-kthread-q without its self-test unless it is loaded. The stress
@@ -210,6 +258,12 @@ run_step() {
 		;;
 	stress_unload)
 		rmmod "$MODULE_NAME" || rc=$?
+		;;
+	faults_inject)
+		faults_inject || rc=$?
+		;;
+	faults_stuck)
+		faults_stuck || rc=$?
 		;;
 	*)
 		echo "guest-init: unknown step '$step'" >&2

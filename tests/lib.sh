@@ -523,28 +523,28 @@ nvq_check_load_without_self_test() {
 	return 1
 }
 
-# Build tests/lockdep-probe against the module built for RELEASE, and pack
-# an initramfs that is BASE_INITRD plus /nvq-lockdep-probe.ko. The kernel
-# unpacks concatenated cpio archives in order. Writes make's output to
-# LOG_FILE.
-nvq_build_lockdep_probe_initramfs() {
-	local release=$1 base_initrd=$2 output=$3 log_file=$4
-	local build_dir probe_dir staging
+# Build the test module tests/NAME/nvq-NAME.c against the module built for
+# RELEASE, and pack an initramfs that is BASE_INITRD plus /nvq-NAME.ko. The
+# kernel unpacks concatenated cpio archives in order. Writes make's output
+# to LOG_FILE.
+nvq_build_test_module_initramfs() {
+	local release=$1 name=$2 base_initrd=$3 output=$4 log_file=$5
+	local build_dir module_dir staging
 
 	build_dir=$(nvq_build_dir "$release")
-	probe_dir=$build_dir/lockdep-probe
-	rm -rf "$probe_dir"
-	mkdir -p "$probe_dir"
-	cp "$NVQ_TESTS_DIR"/lockdep-probe/{Kbuild,nvq-lockdep-probe.c} "$probe_dir/"
-	if ! make -C "$(nvq_kernel_tree "$release")" M="$probe_dir" NVQ_DIR="$build_dir" \
+	module_dir=$build_dir/$name
+	rm -rf "$module_dir"
+	mkdir -p "$module_dir"
+	cp "$NVQ_TESTS_DIR/$name"/{Kbuild,"nvq-$name.c"} "$module_dir/"
+	if ! make -C "$(nvq_kernel_tree "$release")" M="$module_dir" NVQ_DIR="$build_dir" \
 		KBUILD_EXTRA_SYMBOLS="$build_dir/Module.symvers" modules >"$log_file" 2>&1; then
-		echo "make of the lockdep probe failed, last lines of $log_file:"
+		echo "make of tests/$name failed, last lines of $log_file:"
 		tail -n 20 "$log_file"
 		return 1
 	fi
 
 	staging=$(mktemp -d)
-	cp "$probe_dir/nvq-lockdep-probe.ko" "$staging/"
+	cp "$module_dir/nvq-$name.ko" "$staging/"
 	{
 		cat "$base_initrd"
 		(cd "$staging" && find . -print0 | cpio --null --create --format=newc --owner=0:0 --quiet) | gzip -1
@@ -663,7 +663,7 @@ nvq_check_consumer_unload() {
 # set between the first and the last step. Prints the matching lines.
 nvq_check_console_clean() {
 	local log_file=$1
-	local kernel_log pattern matches taint_before taint_after new_taint
+	local pattern matches
 	local -a grep_args=()
 	local failed=0
 
@@ -677,20 +677,28 @@ nvq_check_console_clean() {
 		failed=1
 	fi
 
+	nvq_check_taint "$log_file" || failed=1
+	return "$failed"
+}
+
+# Check that the steps of a boot set no taint bits other than those of
+# NVQ_EXPECTED_TAINT_MASK and EXTRA_MASK, from its NVQ-TAINT markers.
+nvq_check_taint() {
+	local log_file=$1 extra_mask=${2:-0}
+	local kernel_log taint_before taint_after new_taint
+
 	kernel_log=$(nvq_kernel_log "$log_file")
 	taint_before=$(sed -n 's/.*NVQ-TAINT before=\([0-9]*\).*/\1/p' <<<"$kernel_log" | head -n 1)
 	taint_after=$(sed -n 's/.*NVQ-TAINT after=\([0-9]*\).*/\1/p' <<<"$kernel_log" | head -n 1)
 	if [[ -z $taint_before || -z $taint_after ]]; then
 		echo "taint markers missing in $log_file (before='$taint_before' after='$taint_after')"
-		failed=1
-	else
-		new_taint=$(((taint_after & ~taint_before) & ~NVQ_EXPECTED_TAINT_MASK))
-		if ((new_taint != 0)); then
-			echo "unexpected taint bits set: $new_taint (tainted before=$taint_before after=$taint_after)"
-			failed=1
-		fi
+		return 1
 	fi
-	return "$failed"
+	new_taint=$(((taint_after & ~taint_before) & ~(NVQ_EXPECTED_TAINT_MASK | extra_mask)))
+	if ((new_taint != 0)); then
+		echo "unexpected taint bits set: $new_taint (tainted before=$taint_before after=$taint_after)"
+		return 1
+	fi
 }
 
 # Check that step kmemleak_scan ran both scans and that the report it copied

@@ -23,6 +23,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/static-checks.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/debug-kernel/build.sh"
 # shellcheck source-path=SCRIPTDIR source=packaging.sh
 source "$(dirname "${BASH_SOURCE[0]}")/packaging.sh"
+# shellcheck source-path=SCRIPTDIR source=faults.sh
+source "$(dirname "${BASH_SOURCE[0]}")/faults.sh"
 
 # One boot per line: the kernel and the guest topology from NVQ_TOPOLOGIES
 # in lib.sh. The kernel is either a kernel image metapackage, whose
@@ -185,7 +187,7 @@ run_lockdep_probe() {
 	local label="$release lockdep probe"
 	local output kernel_log qemu_status=0
 
-	if ! output=$(nvq_build_lockdep_probe_initramfs "$release" \
+	if ! output=$(nvq_build_test_module_initramfs "$release" lockdep-probe \
 		"$NVQ_CACHE/initramfs/$release.cpio.gz" "$initrd" \
 		"$NVQ_LOG_DIR/build-$release-lockdep-probe.log" 2>&1); then
 		report 0 "$label: build" "$output"
@@ -197,6 +199,37 @@ run_lockdep_probe() {
 	kernel_log=$(nvq_kernel_log "$log_file")
 
 	run_check "$label: lockdep reports the flush" nvq_check_lockdep_probe "$kernel_log"
+	run_check "$label: boot finished in time" \
+		nvq_check_boot_finished "$log_file" "$qemu_status" "$(nvq_boot_timeout "$release")"
+}
+
+# Boot the debug kernel once more with tests/faults: allocation failures
+# injected into queue init, then a queue blocked by a stuck callback. The
+# warnings and hung-task reports those provoke are expected there, so this
+# boot has checks of its own instead of the clean-log check.
+run_faults_boot() {
+	local release=$1
+	local initrd=$NVQ_CACHE/initramfs/$release-faults.cpio.gz
+	local log_file=$NVQ_LOG_DIR/$release-faults.log
+	local label="$release faults"
+	local output kernel_log qemu_status=0
+
+	if ! output=$(nvq_build_test_module_initramfs "$release" faults \
+		"$NVQ_CACHE/initramfs/$release.cpio.gz" "$initrd" \
+		"$NVQ_LOG_DIR/build-$release-faults.log" 2>&1); then
+		report 0 "$label: build" "$output"
+		return
+	fi
+	nvq_log "booting $label, console log: $log_file"
+	nvq_boot "$release" "$initrd" numa2 "$NVQ_FAULTS_STEPS" "$log_file" ||
+		qemu_status=$?
+	kernel_log=$(nvq_kernel_log "$log_file")
+
+	run_check "$label: failed inits under fault injection" nvq_check_faults_inject "$kernel_log"
+	run_check "$label: flush behind a stuck callback" nvq_check_faults_stuck "$kernel_log"
+	run_check "$label: kmemleak scan" nvq_check_kmemleak "$kernel_log"
+	run_check "$label: console log clean outside the fault steps" \
+		nvq_check_faults_console "$log_file"
 	run_check "$label: boot finished in time" \
 		nvq_check_boot_finished "$log_file" "$qemu_status" "$(nvq_boot_timeout "$release")"
 }
@@ -346,6 +379,7 @@ main() {
 
 	if [[ -n $debug_release ]] && ((build_ok[$debug_release])); then
 		run_lockdep_probe "$debug_release"
+		run_faults_boot "$debug_release"
 	fi
 
 	if ((${#distro_releases[@]} > 0)); then

@@ -23,7 +23,7 @@
  *   stop race    queues are stopped while producers on every CPU schedule
  *                into them, then set up again, stop_rounds times.
  *   cycles       init and stop, cycles times in all, every other time with
- *                items pending at stop.
+ *                items scheduled just before stop, behind one that sleeps.
  *
  * test=idle leaves queues idle for idle_ms and checks that their threads
  * neither ran nor woke. test=churn starts busy producers at load and
@@ -751,6 +751,13 @@ static void stress_counted_item_run(void *args)
 	atomic_inc(&item->runs);
 }
 
+/* Sleeps first, so that the items queued behind it are pending at stop. */
+static void stress_counted_sleeping_item_run(void *args)
+{
+	usleep_range(50, 100);
+	stress_counted_item_run(args);
+}
+
 /*
  * Holds the thread of @sq in a callback, schedules STRESS_PENDING_ITEMS
  * items twice each, and checks that the second schedule of each returned 0
@@ -1345,8 +1352,9 @@ static void stress_wait_for_stop(void)
 
 /*
  * Sets up and stops its own queue again and again. Every odd cycle it
- * schedules STRESS_CYCLE_ITEMS items right after init, so that stop finds
- * them pending, and checks that stop ran them all.
+ * schedules STRESS_CYCLE_ITEMS items right after init, the first of which
+ * sleeps, so that stop most likely finds the others pending. It checks
+ * that stop ran them all.
  */
 static int stress_cycle_thread(void *data)
 {
@@ -1356,7 +1364,9 @@ static int stress_cycle_thread(void *data)
 	int ret;
 
 	snprintf(name, sizeof(name), "nvq-cycle/%u", w->id);
-	for (i = 0; i < STRESS_CYCLE_ITEMS; i++)
+	nv_kthread_q_item_init(&w->items[0].q_item,
+			       stress_counted_sleeping_item_run, &w->items[0]);
+	for (i = 1; i < STRESS_CYCLE_ITEMS; i++)
 		nv_kthread_q_item_init(&w->items[i].q_item,
 				       stress_counted_item_run, &w->items[i]);
 
@@ -1461,7 +1471,7 @@ static int stress_run_cycles(struct stress_context *ctx)
 	if (done != cycles)
 		stress_fail("cycles: %u of %u cycles ran\n", done, cycles);
 	snprintf(figures, sizeof(figures),
-		 "%u init/stop cycles on %u threads, %llu items pending at stop, all run; in %lu ms",
+		 "%u init/stop cycles on %u threads, %llu items scheduled just before stop, all run by stop; in %lu ms",
 		 done, worker_count, ran, stress_ms_since(start));
 	ctx->total_cycles += done;
 	ctx->total_scheduled += scheduled;

@@ -24,6 +24,9 @@
 NVQ_CHECKPATCH_IGNORE=NEW_TYPEDEFS,CONSIDER_COMPLETION
 
 NVQ_CHECK_SOURCES=(nv-kthread-q.c nv-kthread-q-selftest.c nv-kthread-q.h nv-kthread-q-os.h)
+# The modules that are built against nv-kthread-q but not shipped with it.
+NVQ_CHECK_OTHER_MODULE_SOURCES=(examples/consumer/nvq-consumer.c tests/stress/nvq-stress.c
+	tests/faults/nvq-faults.c tests/lockdep-probe/nvq-lockdep-probe.c bench/nvq-bench.c)
 # Read by run-tests.sh, which installs them.
 # shellcheck disable=SC2034
 NVQ_CHECK_PACKAGES=(linux-source-6.12 sparse xz-utils)
@@ -46,14 +49,18 @@ nvq_checkpatch_path() {
 	echo "$script"
 }
 
-# Run checkpatch.pl on every source file; fail on any error or warning
-# that is not in NVQ_CHECKPATCH_IGNORE.
+# Run checkpatch.pl on the given source files, or on the module's own
+# sources; fail on any error or warning that is not in NVQ_CHECKPATCH_IGNORE.
 nvq_check_checkpatch() {
 	local checkpatch output
+	local -a sources=("$@")
 
+	if ((${#sources[@]} == 0)); then
+		sources=("${NVQ_CHECK_SOURCES[@]}")
+	fi
 	checkpatch=$(nvq_checkpatch_path) || return 1
 	if ! output=$(cd "$NVQ_CHECK_DIR" && "$checkpatch" --no-tree -f --terse \
-		--ignore "$NVQ_CHECKPATCH_IGNORE" "${NVQ_CHECK_SOURCES[@]}" 2>&1); then
+		--ignore "$NVQ_CHECKPATCH_IGNORE" "${sources[@]}" 2>&1); then
 		echo "$output"
 		return 1
 	fi
@@ -104,6 +111,8 @@ nvq_run_static_checks() {
 	shift
 
 	"$reporter" "checkpatch" nvq_check_checkpatch
+	"$reporter" "checkpatch of the example, test and benchmark modules" \
+		nvq_check_checkpatch "${NVQ_CHECK_OTHER_MODULE_SOURCES[@]}"
 	for release in "$@"; do
 		"$reporter" "$release: kernel-doc" nvq_check_kernel_doc "$release"
 		"$reporter" "$release: sparse and W=1 build" nvq_check_sparse_w1 "$release"

@@ -154,7 +154,12 @@ int nv_kthread_q_schedule_q_item(nv_kthread_q_t *q,
 		return 0;
 	}
 
-	if (unlikely(!q_item || !q_item->q_list_node.next ||
+	/*
+	 * q_list_node.next is NULL only before nv_kthread_q_item_init(). The
+	 * queue's thread may unlink the item meanwhile, so read it once and
+	 * without q_lock: either value is non-NULL.
+	 */
+	if (unlikely(!q_item || !READ_ONCE(q_item->q_list_node.next) ||
 		     !q_item->function_to_run)) {
 		nvq_warn_misuse(q, "schedule of an item not set up by nv_kthread_q_item_init() (q_item=%p)\n",
 				q_item);

@@ -10,6 +10,9 @@
 #   NVQ_SRC_DIR       directory with the module sources (the repository root)
 #   NVQ_BOOT_TIMEOUT  seconds one QEMU boot may take before it is killed (180),
 #                     unless NVQ_RELEASE_BOOT_TIMEOUT sets another for a kernel
+#   NVQ_EXTRA_KERNEL_ARGS
+#                     arguments added to the kernel command line of every boot,
+#                     e.g. "kcsan.skip_watch=200" for more KCSAN watchpoints
 #
 # The NVQ_* variables are read by the scripts that source this file.
 # shellcheck disable=SC2034
@@ -357,7 +360,7 @@ nvq_boot() {
 	topology_args=$(nvq_topology_args "$topology") || return 2
 	kernel_args="$NVQ_KERNEL_ARGS"
 	kernel_args+=" sysctl.kernel.hung_task_timeout_secs=${NVQ_RELEASE_HUNG_TASK_TIMEOUT[$release]:-$NVQ_HUNG_TASK_TIMEOUT}"
-	kernel_args+=" nvq.steps=$steps"
+	kernel_args+=" nvq.steps=$steps${NVQ_EXTRA_KERNEL_ARGS:+ $NVQ_EXTRA_KERNEL_ARGS}"
 	qemu_args=(
 		-accel tcg -cpu max
 		-nographic -no-reboot -nic none

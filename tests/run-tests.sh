@@ -11,7 +11,7 @@
 # apt-get. The environment settings are listed in tests/lib.sh, plus:
 #   NVQ_KERNELS             space-separated kernels of NVQ_MATRIX to boot,
 #                           e.g. "debug-6.12" (default: all)
-#   NVQ_DEBUG_BOOT_TIMEOUT  seconds a boot of the debug kernel may take (300)
+#   NVQ_DEBUG_BOOT_TIMEOUT  seconds a boot of the debug kernel may take (420)
 
 set -euo pipefail
 
@@ -29,7 +29,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/faults.sh"
 # One boot per line: the kernel and the guest topology from NVQ_TOPOLOGIES
 # in lib.sh. The kernel is either a kernel image metapackage, whose
 # dependency names the kernel release to boot (the matching linux-headers-*
-# metapackage is installed with it), or NVQ_DEBUG_KERNEL.
+# metapackage is installed with it), or a kernel of NVQ_TEST_KERNELS.
 NVQ_MATRIX=(
 	"linux-image-amd64 numa2"
 	"linux-image-6.12-amd64 numa2"
@@ -37,17 +37,25 @@ NVQ_MATRIX=(
 	"linux-image-rt-amd64 numa2"
 	"linux-image-6.12-rt-amd64 numa2"
 	"debug-6.12 numa2"
+	"race-6.12 numa2"
 )
 
-# The debug kernel that tests/debug-kernel/build.sh builds from Debian's
-# linux-source-6.12 (lockdep, KASAN, kmemleak, UBSAN). Its boots also scan
-# for memory leaks after the last step.
+# Kernels that tests/debug-kernel/build.sh builds from Debian's
+# linux-source-6.12, with the build.sh flavour of each. The debug kernel
+# has lockdep, KASAN, kmemleak, UBSAN and fault injection; its boots also
+# scan for memory leaks after the last step. The race kernel has KCSAN.
 NVQ_DEBUG_KERNEL=debug-6.12
+NVQ_RACE_KERNEL=race-6.12
+declare -A NVQ_TEST_KERNELS=([$NVQ_DEBUG_KERNEL]=debug [$NVQ_RACE_KERNEL]=race)
 # Under TCG with KASAN and lockdep one self-test run blocks insmod for about
-# 20 s, and a whole boot took 78-89 s (2-core host, numa2), so both
-# timeouts stay well above that.
-NVQ_DEBUG_HUNG_TASK_TIMEOUT=120
-NVQ_DEBUG_BOOT_TIMEOUT=${NVQ_DEBUG_BOOT_TIMEOUT:-300}
+# 20 s, and a whole boot with the stress steps took 251 s on a busy 2-core
+# host (numa2), so both timeouts stay well above that. The race kernel's
+# self-test took 4-10 s.
+declare -A NVQ_TEST_KERNEL_HUNG_TASK_TIMEOUT=([$NVQ_DEBUG_KERNEL]=120 [$NVQ_RACE_KERNEL]=60)
+declare -A NVQ_TEST_KERNEL_BOOT_TIMEOUT=(
+	[$NVQ_DEBUG_KERNEL]=${NVQ_DEBUG_BOOT_TIMEOUT:-420}
+	[$NVQ_RACE_KERNEL]=300
+)
 
 # Steps that guest-init.sh runs in every boot of the suite.
 NVQ_SUITE_STEPS=load1,unload1,load2,unload2,consumer_alone,load_no_self_test
@@ -60,6 +68,9 @@ NVQ_SUITE_STEPS+=,stress,stress_idle,stress_churn,stress_unload
 NVQ_STRESS_CHURN_CYCLES=100
 # Debian kernels also load the module that DKMS installed, with modprobe.
 NVQ_DISTRO_SUITE_STEPS=$NVQ_SUITE_STEPS,dkms_modprobe,dkms_unload
+# The race kernel first tells KCSAN which kernel functions to leave out of
+# its reports (see guest-init.sh).
+NVQ_RACE_SUITE_STEPS=kcsan_filter,$NVQ_SUITE_STEPS
 
 passed=0
 failed=0
@@ -163,18 +174,25 @@ run_boot() {
 		nvq_check_boot_finished "$log_file" "$qemu_status" "$(nvq_boot_timeout "$release")"
 }
 
-# Release of the debug kernel, set by prepare_debug_kernel.
+# Releases of the kernels of NVQ_TEST_KERNELS that prepare_test_kernel
+# built, by kernel name, and the debug kernel's release.
+declare -A test_kernel_release=()
 debug_release=
 
-# Build the debug kernel, or reuse the cached one, set debug_release and
-# register the kernel's image, build tree and timeouts under it.
-prepare_debug_kernel() {
-	nvq_debug_kernel_build || return 1
-	debug_release=$(nvq_debug_kernel_release) || return 1
-	NVQ_RELEASE_IMAGE[$debug_release]=$(nvq_debug_kernel_image)
-	NVQ_RELEASE_TREE[$debug_release]=$(nvq_debug_kernel_tree)
-	NVQ_RELEASE_HUNG_TASK_TIMEOUT[$debug_release]=$NVQ_DEBUG_HUNG_TASK_TIMEOUT
-	NVQ_RELEASE_BOOT_TIMEOUT[$debug_release]=$NVQ_DEBUG_BOOT_TIMEOUT
+# Build KERNEL of NVQ_TEST_KERNELS, or reuse the cached one, record its
+# release and register the kernel's image, build tree and timeouts under it.
+prepare_test_kernel() {
+	local kernel=$1
+	local flavour=${NVQ_TEST_KERNELS[$kernel]}
+	local release
+
+	nvq_test_kernel_build "$flavour" || return 1
+	release=$(nvq_test_kernel_release "$flavour") || return 1
+	test_kernel_release[$kernel]=$release
+	NVQ_RELEASE_IMAGE[$release]=$(nvq_test_kernel_image "$flavour")
+	NVQ_RELEASE_TREE[$release]=$(nvq_test_kernel_tree "$flavour")
+	NVQ_RELEASE_HUNG_TASK_TIMEOUT[$release]=${NVQ_TEST_KERNEL_HUNG_TASK_TIMEOUT[$kernel]}
+	NVQ_RELEASE_BOOT_TIMEOUT[$release]=${NVQ_TEST_KERNEL_BOOT_TIMEOUT[$kernel]}
 }
 
 # Boot the debug kernel once more with the lockdep probe, which must make
@@ -253,10 +271,10 @@ select_matrix_entries() {
 }
 
 main() {
-	local entry kernel topology release build_output steps debug_output_file
+	local entry kernel topology release build_output steps kernel_output_file
 	local -a kernels=() image_metapackages=() distro_releases=()
 	local -A release_of=() build_ok=() dkms_ok=()
-	local suite_start=$SECONDS debug_start
+	local suite_start=$SECONDS kernel_start
 
 	if ((EUID != 0)); then
 		nvq_die "run as root: the tests install packages with apt-get"
@@ -270,7 +288,7 @@ main() {
 		nvq_topology_args "$topology" >/dev/null
 		if [[ " ${kernels[*]} " != *" $kernel "* ]]; then
 			kernels+=("$kernel")
-			if [[ $kernel != "$NVQ_DEBUG_KERNEL" ]]; then
+			if [[ -z ${NVQ_TEST_KERNELS[$kernel]:-} ]]; then
 				image_metapackages+=("$kernel")
 			fi
 		fi
@@ -285,26 +303,28 @@ main() {
 	fi
 	trap nvq_dkms_remove_all EXIT
 	mkdir -p "$NVQ_CACHE/packaging"
-	# Installed here rather than in nvq_debug_kernel_build, because an
+	# Installed here rather than in nvq_test_kernel_build, because an
 	# apt-get failure there would end the suite with its message in a file.
-	if [[ " ${kernels[*]} " == *" $NVQ_DEBUG_KERNEL "* ]]; then
-		nvq_install_packages "${NVQ_DEBUG_KERNEL_PACKAGES[@]}"
-	fi
+	for kernel in "${kernels[@]}"; do
+		if [[ -n ${NVQ_TEST_KERNELS[$kernel]:-} ]]; then
+			nvq_install_packages "${NVQ_TEST_KERNEL_PACKAGES[@]}"
+		fi
+	done
 
 	rm -rf "$NVQ_LOG_DIR"
 	mkdir -p "$NVQ_LOG_DIR"
 
 	# Build the module and the initramfs once per kernel.
 	for kernel in "${kernels[@]}"; do
-		if [[ $kernel == "$NVQ_DEBUG_KERNEL" ]]; then
-			nvq_log "building the debug kernel unless it is cached, log: $(nvq_debug_kernel_dir)/build.log"
-			debug_start=$SECONDS
-			# prepare_debug_kernel runs in this shell, not in $(...), so
+		if [[ -n ${NVQ_TEST_KERNELS[$kernel]:-} ]]; then
+			nvq_log "building kernel $kernel unless it is cached, log: $(nvq_test_kernel_dir "${NVQ_TEST_KERNELS[$kernel]}")/build.log"
+			kernel_start=$SECONDS
+			# prepare_test_kernel runs in this shell, not in $(...), so
 			# that the settings it registers stay. Its output goes to a
 			# file instead.
-			debug_output_file=$NVQ_LOG_DIR/debug-kernel-build.out
-			if ! prepare_debug_kernel >"$debug_output_file" 2>&1; then
-				report 0 "$kernel: kernel build" "$(<"$debug_output_file")"
+			kernel_output_file=$NVQ_LOG_DIR/$kernel-kernel-build.out
+			if ! prepare_test_kernel "$kernel" >"$kernel_output_file" 2>&1; then
+				report 0 "$kernel: kernel build" "$(<"$kernel_output_file")"
 				# Without a kernel there is no release, so
 				# release_of and build_ok use the kernel's name.
 				release_of[$kernel]=$kernel
@@ -312,9 +332,12 @@ main() {
 				dkms_ok[$kernel]=0
 				continue
 			fi
-			report 1 "$kernel: kernel build" "$(<"$debug_output_file")"
-			nvq_log "debug kernel $debug_release ready after $((SECONDS - debug_start)) s"
-			release=$debug_release
+			report 1 "$kernel: kernel build" "$(<"$kernel_output_file")"
+			release=${test_kernel_release[$kernel]}
+			nvq_log "kernel $release ready after $((SECONDS - kernel_start)) s"
+			if [[ $kernel == "$NVQ_DEBUG_KERNEL" ]]; then
+				debug_release=$release
+			fi
 		else
 			release=$(nvq_kernel_release "$kernel")
 			distro_releases+=("$release")
@@ -330,7 +353,7 @@ main() {
 		report "${build_ok[$release]}" "$release: module build" "$build_output"
 
 		dkms_ok[$release]=0
-		if [[ $kernel != "$NVQ_DEBUG_KERNEL" ]]; then
+		if [[ -z ${NVQ_TEST_KERNELS[$kernel]:-} ]]; then
 			nvq_log "installing the module for $release with DKMS"
 			if build_output=$(nvq_check_dkms_install "$release" 2>&1); then
 				dkms_ok[$release]=1
@@ -370,9 +393,11 @@ main() {
 		fi
 		if [[ $kernel == "$NVQ_DEBUG_KERNEL" ]]; then
 			steps=$NVQ_DEBUG_SUITE_STEPS
-			if [[ $release == "$kernel" ]]; then
-				skip_reason="debug kernel build failed"
-			fi
+		elif [[ $kernel == "$NVQ_RACE_KERNEL" ]]; then
+			steps=$NVQ_RACE_SUITE_STEPS
+		fi
+		if [[ -n ${NVQ_TEST_KERNELS[$kernel]:-} && $release == "$kernel" ]]; then
+			skip_reason="kernel build failed"
 		fi
 		run_boot "$release" "$topology" "$NVQ_CACHE/initramfs/$release.cpio.gz" "$steps"
 	done

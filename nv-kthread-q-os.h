@@ -12,9 +12,11 @@
  * hard-IRQ context on PREEMPT_RT, where a spinlock_t sleeps. It is only
  * held for one list operation and at most one up().
  *
- * q_sem counts pending items: every list_add_tail() onto q_list_head is
- * followed by one up() before q_lock is released, and stop adds one final
- * up() to wake the thread for exit. The thread takes one down() per pass.
+ * q_sem wakes the thread, which sleeps in down() only after it found the
+ * list empty and set q_thread_waiting, both under q_lock. The next schedule
+ * or flush that adds an item, or stop, clears the flag and calls up() once
+ * before q_lock is released. So the count never exceeds 1, and a busy
+ * queue, whose thread never waits, costs no semaphore operation per item.
  *
  * q_kthread is written only by init and stop, which the caller must not
  * run concurrently with each other. Schedule and flush read it without the
@@ -39,7 +41,8 @@ struct task_struct;
 struct nv_kthread_q {
 	struct list_head q_list_head;		/* q_lock */
 	raw_spinlock_t q_lock;
-	struct semaphore q_sem;			/* one up() per queued item */
+	struct semaphore q_sem;			/* up() wakes the thread */
+	bool q_thread_waiting;			/* q_lock */
 
 	/* Set under q_lock by stop; from then on schedule returns 0. */
 	atomic_t main_loop_should_exit;

@@ -3,9 +3,9 @@
  * nv-kthread-q: a deferred-work queue served by one kernel thread per queue.
  *
  * Each queue is a list of pending items guarded by a raw spinlock, and a
- * counting semaphore with one up() per queued item. The queue's thread
- * sleeps on the semaphore, unlinks the oldest item and calls its function,
- * one item at a time. Flush queues an on-stack sentinel item and waits for
+ * semaphore that the queue's thread sleeps on while the list is empty. The
+ * thread unlinks the oldest item and calls its function, one item at a
+ * time. Flush queues an on-stack sentinel item and waits for
  * it to run, twice in a row. The locking rules are in nv-kthread-q-os.h.
  */
 
@@ -111,6 +111,20 @@ static void nvq_lockdep_acquire(nv_kthread_q_t *q) { }
 static void nvq_lockdep_release(nv_kthread_q_t *q) { }
 #endif
 
+/*
+ * Wakes the queue's thread if it sleeps, or is about to sleep, on q_sem.
+ * Called under q_lock, so that once stop has set the exit flag no caller
+ * is still about to touch the semaphore of a queue that its owner may
+ * free.
+ */
+static void nvq_wake_thread_locked(nv_kthread_q_t *q)
+{
+	if (q->q_thread_waiting) {
+		q->q_thread_waiting = false;
+		up(&q->q_sem);
+	}
+}
+
 enum nvq_enqueue_result {
 	NVQ_QUEUED,
 	NVQ_ALREADY_PENDING,
@@ -131,13 +145,7 @@ static enum nvq_enqueue_result nvq_enqueue(nv_kthread_q_t *q,
 		result = NVQ_ALREADY_PENDING;
 	} else {
 		list_add_tail(&q_item->q_list_node, &q->q_list_head);
-		/*
-		 * up() under q_lock keeps the count equal to the list length
-		 * plus any exit wake-up. It also means that once stop has set
-		 * the exit flag under q_lock, no scheduler is still about to
-		 * touch the semaphore of a queue that its owner may free.
-		 */
-		up(&q->q_sem);
+		nvq_wake_thread_locked(q);
 		result = NVQ_QUEUED;
 	}
 
@@ -258,9 +266,10 @@ EXPORT_SYMBOL(nv_kthread_q_flush);
 /*
  * Unlinks the oldest pending item and copies out its function and
  * argument, so that the item is never read again once its function may
- * have rescheduled or freed it. Returns false when the list is empty. In
- * both cases *should_exit is set if stop has begun. Checking both under q_lock
- * means the thread never leaves while an accepted item is still linked.
+ * have rescheduled or freed it. Returns false when the list is empty, and
+ * then marks the thread as waiting unless stop has begun. In both cases
+ * *should_exit is set if stop has begun. Checking both under q_lock means
+ * the thread never leaves while an accepted item is still linked.
  */
 static bool nvq_dequeue(nv_kthread_q_t *q, nv_q_func_t *function,
 			void **args, bool *should_exit)
@@ -277,6 +286,7 @@ static bool nvq_dequeue(nv_kthread_q_t *q, nv_q_func_t *function,
 		*args = q_item->function_args;
 	}
 	*should_exit = atomic_read(&q->main_loop_should_exit);
+	q->q_thread_waiting = !q_item && !*should_exit;
 
 	raw_spin_unlock_irq(&q->q_lock);
 	return q_item;
@@ -301,19 +311,19 @@ static int nvq_thread_main(void *data)
 	void *args;
 
 	for (;;) {
-		/*
-		 * An interruptible sleep keeps an idle queue out of the load
-		 * average and away from the hung-task detector. Kernel threads
-		 * ignore signals, so only kthread_stop() interrupts the sleep.
-		 * Stop calls it after setting the exit flag, and the list is
-		 * drained below either way.
-		 */
-		if (down_interruptible(&q->q_sem))
-			WARN_ON_ONCE(!atomic_read(&q->main_loop_should_exit));
-
 		if (!nvq_dequeue(q, &function, &args, &should_exit)) {
 			if (should_exit)
 				break;
+			/*
+			 * An interruptible sleep keeps an idle queue out of
+			 * the load average and away from the hung-task
+			 * detector. Kernel threads ignore signals, so only
+			 * kthread_stop() interrupts the sleep. Stop calls it
+			 * after setting the exit flag, and the list is
+			 * drained either way.
+			 */
+			if (down_interruptible(&q->q_sem))
+				WARN_ON_ONCE(!atomic_read(&q->main_loop_should_exit));
 			continue;
 		}
 
@@ -490,15 +500,15 @@ void nv_kthread_q_stop(nv_kthread_q_t *q)
 
 	/*
 	 * From here on schedule rejects items. Those it accepted before are
-	 * still linked, each with its up(). The thread runs them all and
-	 * leaves once it finds the list empty with the flag set. The extra
-	 * up() wakes it for that final check.
+	 * still linked. The thread runs them all and leaves once it finds
+	 * the list empty with the flag set. If it sleeps, the wake-up sends
+	 * it to that final check.
 	 */
 	raw_spin_lock_irqsave(&q->q_lock, flags);
 	already_stopping = atomic_read(&q->main_loop_should_exit);
 	if (!already_stopping) {
 		atomic_set(&q->main_loop_should_exit, 1);
-		up(&q->q_sem);
+		nvq_wake_thread_locked(q);
 	}
 	raw_spin_unlock_irqrestore(&q->q_lock, flags);
 

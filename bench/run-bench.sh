@@ -10,6 +10,7 @@
 #                                 module builds and the tables come out, and
 #                                 writes them to bench/logs/smoke-results.md
 #   --output FILE                 write the results section to FILE instead
+#   --smp N                       boot with N vCPUs only (repeat for more)
 #
 # Each -smp setting boots twice: once for the latency workload, with
 # idle=poll while the host has a CPU for each vCPU, and once without
@@ -77,6 +78,7 @@ usage() {
 Usage: bench/run-bench.sh [--smoke] [--output FILE]
 
   --smoke        few samples, -smp 2 only, results to bench/logs/smoke-results.md
+  --smp N        boot with N vCPUs only; repeat for several (default: 2 and 4)
   --output FILE  write the results section to FILE (default: bench/README.md,
                  between its result markers, or the smoke file with --smoke)
 EOF
@@ -384,13 +386,20 @@ bench_write_readme() {
 main() {
 	local size=full output="" release initrd results section_file smp kind
 	local load_before load_after command_line
-	local -a smps=(2 4)
+	local -a smps=(2 4) requested_smps=()
 	local start_s=$SECONDS
 
 	command_line="bench/run-bench.sh${*:+ $*}"
 	while (($# > 0)); do
 		case $1 in
 		--smoke) size=smoke ;;
+		--smp)
+			if (($# < 2)) || [[ ! $2 =~ ^[1-9][0-9]*$ ]]; then
+				nvq_die "--smp needs a vCPU count, e.g. --smp 2"
+			fi
+			requested_smps+=("$2")
+			shift
+			;;
 		--output)
 			(($# >= 2)) || nvq_die "--output needs a file name"
 			output=$2
@@ -410,6 +419,9 @@ main() {
 	if [[ $size == smoke ]]; then
 		smps=(2)
 		output=${output:-$BENCH_LOG_DIR/smoke-results.md}
+	fi
+	if ((${#requested_smps[@]} > 0)); then
+		smps=("${requested_smps[@]}")
 	fi
 	output=${output:-$BENCH_README}
 

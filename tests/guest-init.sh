@@ -67,17 +67,26 @@ module_state() {
 	fi
 }
 
+# Mount debugfs unless PATH already exists, then fail with a message naming
+# OPTION, the kernel option that provides PATH, if it still does not.
+require_debugfs_file() {
+	path=$1
+	option=$2
+
+	if [ ! -e "$path" ]; then
+		mount -t debugfs debugfs /sys/kernel/debug
+	fi
+	if [ ! -e "$path" ]; then
+		echo "guest-init: $path not found: the kernel has no $option" >&2
+		return 1
+	fi
+}
+
 # Scan for leaks and copy the report to the kernel log. kmemleak reports an
 # object only when it is older than 5 s and its contents did not change
 # between two scans, so wait, then scan twice.
 kmemleak_scan() {
-	if [ ! -e "$KMEMLEAK_FILE" ]; then
-		mount -t debugfs debugfs /sys/kernel/debug || return 1
-	fi
-	if [ ! -e "$KMEMLEAK_FILE" ]; then
-		echo "guest-init: $KMEMLEAK_FILE not found: kmemleak is not built in" >&2
-		return 1
-	fi
+	require_debugfs_file "$KMEMLEAK_FILE" CONFIG_DEBUG_KMEMLEAK || return 1
 	sleep 6
 	echo scan >"$KMEMLEAK_FILE" || return 1
 	sleep 2
@@ -100,13 +109,7 @@ kmemleak_scan() {
 # init failed, and both warn by contract, so panic_on_warn is off meanwhile.
 faults_inject() {
 	failslab=/sys/kernel/debug/failslab
-	if [ ! -d "$failslab" ]; then
-		mount -t debugfs debugfs /sys/kernel/debug || return 1
-	fi
-	if [ ! -d "$failslab" ]; then
-		echo "guest-init: $failslab not found: the kernel has no CONFIG_FAILSLAB" >&2
-		return 1
-	fi
+	require_debugfs_file "$failslab" CONFIG_FAILSLAB || return 1
 	echo N >"$failslab/ignore-gfp-wait" || return 1
 	echo 1 >"$failslab/verbose" || return 1
 	echo 0 >/proc/sys/kernel/panic_on_warn || return 1
@@ -211,13 +214,7 @@ KCSAN_IGNORED_FUNCTIONS="$KCSAN_IGNORED_FUNCTIONS process_scheduled_works"
 # Add KCSAN_IGNORED_FUNCTIONS to KCSAN's report filter.
 kcsan_filter() {
 	kcsan_file=/sys/kernel/debug/kcsan
-	if [ ! -e "$kcsan_file" ]; then
-		mount -t debugfs debugfs /sys/kernel/debug || return 1
-	fi
-	if [ ! -e "$kcsan_file" ]; then
-		echo "guest-init: $kcsan_file not found: the kernel has no CONFIG_KCSAN" >&2
-		return 1
-	fi
+	require_debugfs_file "$kcsan_file" CONFIG_KCSAN || return 1
 	for function in $KCSAN_IGNORED_FUNCTIONS; do
 		echo "!$function" >"$kcsan_file" || return 1
 	done

@@ -100,9 +100,7 @@ nvq_check_faults_inject() {
 		grep -E 'nvq_faults: inject: passed: ' <<<"$lines" | sed 's/^\[[^]]*\] //'
 		return 0
 	fi
-	printf '%s\n' "${problems[@]}"
-	echo "kernel log of step faults_inject:"
-	nvq_print_head "$lines" 80
+	nvq_print_step_problems faults_inject "$lines" 80 "${problems[@]}"
 	return 1
 }
 
@@ -144,9 +142,7 @@ nvq_check_faults_stuck() {
 		grep -E 'nvq_faults: stuck: passed: ' <<<"$lines" | sed 's/^\[[^]]*\] //'
 		return 0
 	fi
-	printf '%s\n' "${problems[@]}"
-	echo "kernel log of step faults_stuck:"
-	nvq_print_head "$lines" 80
+	nvq_print_step_problems faults_stuck "$lines" 80 "${problems[@]}"
 	return 1
 }
 

@@ -762,6 +762,17 @@ nvq_check_boot_finished() {
 
 NVQ_STRESS_PHASES=(producers rescheduling "flush race" "stop race" cycles)
 
+# Print the PROBLEMS that a check of step STEP found, then the first
+# MAX_LINES of the step's kernel log LINES.
+nvq_print_step_problems() {
+	local step=$1 lines=$2 max_lines=$3
+	shift 3
+
+	printf '%s\n' "$@"
+	echo "kernel log of step $step:"
+	nvq_print_head "$lines" "$max_lines"
+}
+
 # Check that step STEP loaded and unloaded the stress module and that it
 # passed: one "passed" line per phase, the verdict line, and no FAIL line.
 # Prints the phase and verdict lines with their figures.
@@ -788,9 +799,7 @@ nvq_check_stress() {
 		grep -E 'nvq_stress: (.*: )?passed: ' <<<"$lines" | sed 's/^\[[^]]*\] //'
 		return 0
 	fi
-	printf '%s\n' "${problems[@]}"
-	echo "kernel log of step $step:"
-	nvq_print_head "$lines" 60
+	nvq_print_step_problems "$step" "$lines" 60 "${problems[@]}"
 	return 1
 }
 

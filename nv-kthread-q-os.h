@@ -15,8 +15,9 @@
  * q_sem wakes the thread, which sleeps in down() only after it found the
  * list empty and set q_thread_waiting, both under q_lock. The next schedule
  * or flush that adds an item, or stop, clears the flag and calls up() once
- * before q_lock is released. So the count never exceeds 1, and a busy
- * queue, whose thread never waits, costs no semaphore operation per item.
+ * before q_lock is released. So the count stays at 0 or 1 while the queue
+ * runs, and a busy queue, whose thread does not wait, makes no semaphore
+ * call per item.
  *
  * q_kthread is written only by init and stop, which the caller must not
  * run concurrently with each other. Schedule and flush read it without the

@@ -142,9 +142,9 @@ faults_stuck() {
 	return "$result"
 }
 
-# Load nv-kthread-q without its self-test unless it is loaded. The stress
-# steps leave it loaded for the next one, because each load on the debug
-# kernel also runs the KUnit suite (about 20 s); step stress_unload
+# Load nv-kthread-q without its self-test unless it is loaded. Each load on
+# the debug kernel also runs the KUnit suite (about 20 s), so the stress
+# steps leave the module loaded for the next one. Step stress_unload
 # unloads it.
 stress_load_module() {
 	if [ "$(module_state)" = no ]; then
@@ -202,12 +202,13 @@ stress_churn() {
 }
 
 # Kernel functions whose data races KCSAN leaves out of its reports on the
-# race kernel: KCSAN skips a report when the top stack frame of either
-# access is one of them. Under TCG it reported these races in kernel code
-# that the module does not contain: do_exit() setting PF_EXITING in the
-# flags of an exiting thread while kthread_stop() or the scheduler's load
-# balancing reads them, load balancing reading the CPU capacity, and a
-# workqueue worker (the module uses none) reading a changing work item.
+# race kernel. KCSAN skips a report when the top stack frame of either
+# access is one of them. Under TCG it reported races in these functions,
+# which are kernel code that the module does not contain:
+# - do_exit() sets PF_EXITING in the flags of an exiting thread while
+#   kthread_stop() or the scheduler's load balancing reads them;
+# - load balancing reads the CPU capacity while it changes;
+# - a workqueue worker (the module uses none) reads a changing work item.
 KCSAN_IGNORED_FUNCTIONS="do_exit sched_balance_find_src_group arch_scale_cpu_capacity"
 KCSAN_IGNORED_FUNCTIONS="$KCSAN_IGNORED_FUNCTIONS process_scheduled_works"
 

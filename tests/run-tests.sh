@@ -68,8 +68,8 @@ NVQ_SUITE_STEPS+=,stress,stress_idle,stress_churn,stress_unload
 NVQ_STRESS_CHURN_CYCLES=100
 # Debian kernels also load the module that DKMS installed, with modprobe.
 NVQ_DISTRO_SUITE_STEPS=$NVQ_SUITE_STEPS,dkms_modprobe,dkms_unload
-# The race kernel first tells KCSAN which kernel functions to leave out of
-# its reports (see guest-init.sh).
+# The race kernel first adds the kernel functions whose races KCSAN should
+# not report to KCSAN's filter list (see guest-init.sh).
 NVQ_RACE_SUITE_STEPS=kcsan_filter,$NVQ_SUITE_STEPS
 
 passed=0
@@ -308,6 +308,7 @@ main() {
 	for kernel in "${kernels[@]}"; do
 		if [[ -n ${NVQ_TEST_KERNELS[$kernel]:-} ]]; then
 			nvq_install_packages "${NVQ_TEST_KERNEL_PACKAGES[@]}"
+			break
 		fi
 	done
 

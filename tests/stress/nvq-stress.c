@@ -421,7 +421,7 @@ static bool stress_schedule_item(struct stress_producer *p,
 			    stopping ? "stopping outside the stop race" :
 				       "running");
 out:
-	/* The schedule call is done before the gate closer sees 0. */
+	/* The schedule call completes before the gate closer reads 0. */
 	smp_mb__before_atomic();
 	atomic_dec(&sq->in_schedule);
 	return true;
